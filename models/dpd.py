@@ -1,0 +1,310 @@
+"""Dual-path diffusion (DPD): the velocity network over a window of VAE latents.
+
+Layout of one window (paper numbers): L = 2500 latent frames at 250 Hz (10 s), split into
+M = 4 chunks. Frames are cut into N overlapping segments of K = 64 frames (hop K/2), processed by
+``n_blocks`` dual-path blocks, and folded back by overlap-add:
+
+* inter-segment ("coarse") path: average r adjacent frames inside each segment (r = the block's
+  merge width), run a RoFormer layer across segments (self-attention, then cross-attention to the
+  semantic-token embeddings with time-aligned rotary positions), repeat the update back r times;
+* intra-segment ("fine") path: a bidirectional SRU inside each segment, FiLM-modulated by the
+  per-frame angle embedding plus the mean semantic embedding.
+
+Semantic token id ``token_vocab`` is the null token: classifier-free guidance's unconditional pass
+and tokens not generated yet both use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ConfigBase, require
+from .layers import MultiHeadAttention, RMSNorm, SwiGLU, rotary_cos_sin, rotary_inv_freq
+from .sru import SRULayer
+
+
+@dataclasses.dataclass(frozen=True)
+class DPDConfig(ConfigBase):
+    latent_channels: int = 16
+    dim: int = 256
+    n_blocks: int = 6
+    n_heads: int = 4
+    ffn_dim: int = 1024
+    segment_frames: int = 64
+    merge_widths: tuple[int, ...] = (16, 8, 4, 4, 8, 16)
+    sru_layers: int = 2
+    angle_dim: int = 256
+    token_vocab: int = 1024
+    window_frames: int = 2500
+    chunks: int = 4
+    frames_per_token: int = 10
+    cond_drop_prob: float = 0.1
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    parallel_scan: bool = False
+
+    def validate(self) -> None:
+        for name in ("latent_channels", "dim", "n_blocks", "n_heads", "ffn_dim", "sru_layers", "angle_dim"):
+            require(getattr(self, name) > 0, name, "must be a positive integer")
+        require(self.dim % self.n_heads == 0, "n_heads", f"must divide dim ({self.dim})")
+        require((self.dim // self.n_heads) % 2 == 0, "n_heads", "dim / n_heads must be even (rotary)")
+        require(
+            self.segment_frames >= 2 and self.segment_frames % 2 == 0,
+            "segment_frames",
+            "must be an even integer >= 2 (segments overlap by half)",
+        )
+        require(
+            len(self.merge_widths) == self.n_blocks,
+            "merge_widths",
+            f"needs one merge width per block ({self.n_blocks}), got {len(self.merge_widths)}",
+        )
+        for i, r in enumerate(self.merge_widths):
+            require(
+                r > 0 and self.segment_frames % r == 0,
+                f"merge_widths[{i}]",
+                f"{r} must be a positive divisor of segment_frames ({self.segment_frames})",
+            )
+        require(self.token_vocab > 0, "token_vocab", "must be a positive integer")
+        require(self.chunks > 0, "chunks", "must be a positive integer")
+        require(
+            self.window_frames > 0 and self.window_frames % self.chunks == 0,
+            "window_frames",
+            f"must be a positive multiple of chunks ({self.chunks})",
+        )
+        require(self.frames_per_token > 0, "frames_per_token", "must be a positive integer")
+        require(
+            self.window_frames % self.frames_per_token == 0,
+            "window_frames",
+            f"must be a multiple of frames_per_token ({self.frames_per_token}) so a window holds whole tokens",
+        )
+        require(0.0 <= self.cond_drop_prob < 1.0, "cond_drop_prob", "must be in [0, 1)")
+
+    @property
+    def chunk_frames(self) -> int:
+        return self.window_frames // self.chunks
+
+    @property
+    def window_tokens(self) -> int:
+        return self.window_frames // self.frames_per_token
+
+    @property
+    def null_token(self) -> int:
+        return self.token_vocab
+
+    @property
+    def segment_hop(self) -> int:
+        return self.segment_frames // 2
+
+    @property
+    def num_segments(self) -> int:
+        return math.ceil((self.window_frames + 2 * self.segment_hop) / self.segment_hop) - 1
+
+
+def segment(x: Tensor, segment_frames: int) -> Tensor:
+    """[B, L, D] -> [B, N, K, D]: segments of K frames with hop K/2 (zero-padded by K/2 each side)."""
+    b, length, d = x.shape
+    hop = segment_frames // 2
+    blocks = math.ceil((length + 2 * hop) / hop)
+    x = F.pad(x, (0, 0, hop, blocks * hop - length - hop))
+    x = x.view(b, blocks, hop, d)
+    return torch.cat([x[:, :-1], x[:, 1:]], dim=2)
+
+
+def overlap_add(seg: Tensor, length: int) -> Tensor:
+    """Inverse of :func:`segment`: [B, N, K, D] -> [B, L, D], averaging the two segments per frame."""
+    b, n, k, d = seg.shape
+    hop = k // 2
+    first = F.pad(seg[:, :, :hop], (0, 0, 0, 0, 0, 1))
+    second = F.pad(seg[:, :, hop:], (0, 0, 0, 0, 1, 0))
+    out = (0.5 * (first + second)).reshape(b, (n + 1) * hop, d)
+    return out[:, hop : hop + length]
+
+
+class AngleEmbedding(nn.Module):
+    """Per-frame angle -> [dim]: cos(d) * e_start + sin(d) * e_end (spherical interpolation), then an MLP."""
+
+    def __init__(self, angle_dim: int, dim: int) -> None:
+        super().__init__()
+        self.start = nn.Parameter(torch.randn(angle_dim) / math.sqrt(angle_dim))
+        self.end = nn.Parameter(torch.randn(angle_dim) / math.sqrt(angle_dim))
+        self.mlp = nn.Sequential(nn.Linear(angle_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, angles: Tensor) -> Tensor:
+        """angles: [B, L] in [0, pi/2] -> [B, L, dim]."""
+        a = angles[..., None]
+        return self.mlp(torch.cos(a) * self.start + torch.sin(a) * self.end)
+
+
+class InterSegmentPath(nn.Module):
+    """Segment merging + RoFormer layer (self-attention, cross-attention, SwiGLU) + repeat back."""
+
+    def __init__(self, config: DPDConfig, merge_width: int) -> None:
+        super().__init__()
+        self.merge_width = merge_width
+        self.self_norm = RMSNorm(config.dim, config.norm_eps)
+        self.self_attn = MultiHeadAttention(config.dim, config.n_heads)
+        self.cross_norm = RMSNorm(config.dim, config.norm_eps)
+        self.cross_attn = MultiHeadAttention(config.dim, config.n_heads)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.ffn = SwiGLU(config.dim, config.ffn_dim)
+
+    def forward(
+        self, x: Tensor, tokens: Tensor, seg_rotary: tuple[Tensor, Tensor], tok_rotary: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        """x: [B, N, K, D]; tokens: [B, S, D] -> [B, N, K, D]."""
+        b, n, k, d = x.shape
+        r = self.merge_width
+        kk = k // r
+        merged = x.view(b, n, kk, r, d).mean(3).permute(0, 2, 1, 3)  # [B, K', N, D]
+        h = merged.reshape(b * kk, n, d)
+        h = h + self.self_attn(self.self_norm(h), q_rotary=seg_rotary, k_rotary=seg_rotary)
+        # Every merged position of a batch item attends to the same tokens: fold K' into the query
+        # length instead of repeating the keys K' times.
+        q_rot = (seg_rotary[0].repeat(kk, 1), seg_rotary[1].repeat(kk, 1))
+        hq = h.reshape(b, kk * n, d)
+        hq = hq + self.cross_attn(self.cross_norm(hq), tokens, q_rotary=q_rot, k_rotary=tok_rotary)
+        hq = hq + self.ffn(self.ffn_norm(hq))
+        delta = (hq.view(b, kk, n, d) - merged).permute(0, 2, 1, 3)  # [B, N, K', D]
+        return x + delta.repeat_interleave(r, dim=2)
+
+
+class IntraSegmentPath(nn.Module):
+    """FiLM-modulated bidirectional SRU stack inside each segment."""
+
+    def __init__(self, config: DPDConfig) -> None:
+        super().__init__()
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.film = nn.Linear(config.dim, 2 * config.dim)
+        self.srus = nn.ModuleList(SRULayer(config.dim, config.parallel_scan) for _ in range(config.sru_layers))
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        """x, cond: [B, N, K, D] -> [B, N, K, D]."""
+        b, n, k, d = x.shape
+        gamma, beta = self.film(cond).chunk(2, dim=-1)
+        h = (self.norm(x) * (1.0 + gamma) + beta).reshape(b * n, k, d)
+        for sru in self.srus:
+            h = sru(h)
+        return x + h.view(b, n, k, d)
+
+
+class DualPathBlock(nn.Module):
+    def __init__(self, config: DPDConfig, merge_width: int) -> None:
+        super().__init__()
+        self.inter = InterSegmentPath(config, merge_width)
+        self.intra = IntraSegmentPath(config)
+
+    def forward(self, x: Tensor, cond: Tensor, tokens: Tensor, seg_rotary, tok_rotary) -> Tensor:
+        return self.intra(self.inter(x, tokens, seg_rotary, tok_rotary), cond)
+
+
+class DualPathDiffusion(nn.Module):
+    """Velocity network v(z_delta; delta, tokens) for one window."""
+
+    def __init__(self, config: DPDConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.in_proj = nn.Linear(c.latent_channels, c.dim)
+        self.angle_embed = AngleEmbedding(c.angle_dim, c.dim)
+        self.token_embed = nn.Embedding(c.token_vocab + 1, c.dim)
+        self.blocks = nn.ModuleList(DualPathBlock(c, r) for r in c.merge_widths)
+        self.out_norm = RMSNorm(c.dim, c.norm_eps)
+        self.out_proj = nn.Linear(c.dim, c.latent_channels)
+        head_dim = c.dim // c.n_heads
+        inv_freq = rotary_inv_freq(head_dim, c.rope_theta)
+        # Queries sit at segment centres, keys at token centres, both in token units, so rotary
+        # cross-attention sees their relative time.
+        seg_pos = torch.arange(c.num_segments, dtype=torch.float32) * c.segment_hop / c.frames_per_token
+        tok_pos = torch.arange(c.window_tokens, dtype=torch.float32) + 0.5
+        for name, pos in (("seg", seg_pos), ("tok", tok_pos)):
+            cos, sin = rotary_cos_sin(pos, inv_freq)
+            self.register_buffer(f"{name}_cos", cos, persistent=False)
+            self.register_buffer(f"{name}_sin", sin, persistent=False)
+
+    def forward(self, z: Tensor, angles: Tensor, tokens: Tensor) -> Tensor:
+        """z: [B, C, L] noisy latents; angles: [B, L] per-frame angle; tokens: [B, S] ids (null allowed).
+
+        Returns the predicted velocity [B, C, L]. L and S must equal the config's window sizes.
+        """
+        c = self.config
+        length = z.shape[-1]
+        x = self.in_proj(z.transpose(1, 2))  # [B, L, D]
+        tok = self.token_embed(tokens)  # [B, S, D]
+        cond = self.angle_embed(angles) + tok.mean(dim=1, keepdim=True)
+        x = segment(x, c.segment_frames)
+        cond = segment(cond, c.segment_frames)
+        seg_rotary = (self.seg_cos, self.seg_sin)
+        tok_rotary = (self.tok_cos, self.tok_sin)
+        for block in self.blocks:
+            x = block(x, cond, tok, seg_rotary, tok_rotary)
+        x = overlap_add(x, length)
+        return self.out_proj(self.out_norm(x)).transpose(1, 2)
+
+
+def chunk_angles(chunk_angles: Tensor, chunk_frames: int) -> Tensor:
+    """[B, M] per-chunk angles -> [B, M * chunk_frames] per-frame angles."""
+    return chunk_angles.repeat_interleave(chunk_frames, dim=1)
+
+
+def dpd_loss(
+    model: DualPathDiffusion,
+    z0: Tensor,
+    tokens: Tensor,
+    generator: torch.Generator | None = None,
+    cond_drop_prob: float | None = None,
+    future_null_prob: float = 0.0,
+) -> Tensor:
+    """Velocity MSE with multi-chunk angles.
+
+    Each of the M chunks draws its own angle in [0, pi/2]; ``z = cos d * z0 + sin d * eps`` and the
+    target is ``v = cos d * eps - sin d * z0``. With probability ``cond_drop_prob`` (default: the
+    config's 0.1) an example's tokens become the null token (classifier-free guidance). With
+    probability ``future_null_prob`` a random chunk boundary is chosen, later chunks are set to pure
+    noise (angle pi/2) and their tokens to null: this teaches the progressive first window used for
+    a short time to first audio (docs/streaming.md).
+    z0: [B, C, L] clean latents; tokens: [B, S].
+    """
+    c = model.config
+    b = z0.shape[0]
+    dev = z0.device
+    drop = c.cond_drop_prob if cond_drop_prob is None else cond_drop_prob
+    delta = torch.rand(b, c.chunks, generator=generator, device=dev) * (math.pi / 2)
+    tokens = tokens.clone()
+    if future_null_prob > 0:
+        cut = torch.randint(1, c.chunks + 1, (b,), generator=generator, device=dev)
+        use = torch.rand(b, generator=generator, device=dev) < future_null_prob
+        cut = torch.where(use, cut, torch.full_like(cut, c.chunks))
+        chunk_idx = torch.arange(c.chunks, device=dev)[None]
+        delta = torch.where(chunk_idx >= cut[:, None], torch.full_like(delta, math.pi / 2), delta)
+        tok_chunk = (torch.arange(tokens.shape[1], device=dev) * c.chunks) // tokens.shape[1]
+        tokens = torch.where(tok_chunk[None] >= cut[:, None], torch.full_like(tokens, c.null_token), tokens)
+    dropped = torch.rand(b, generator=generator, device=dev) < drop
+    tokens = torch.where(dropped[:, None], torch.full_like(tokens, c.null_token), tokens)
+    angles = chunk_angles(delta, c.chunk_frames)
+    noise = torch.randn(z0.shape, generator=generator, device=dev)
+    cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
+    z = cos * z0 + sin * noise
+    target = cos * noise - sin * z0
+    return F.mse_loss(model(z, angles, tokens), target)
+
+
+DPD_PRESETS: dict[str, DPDConfig] = {
+    "tiny": DPDConfig(dim=32, n_blocks=2, n_heads=2, ffn_dim=64, merge_widths=(8, 8), sru_layers=1, angle_dim=32),
+    # Sized for streaming on a phone CPU: the cost per second of audio is steps x chunks x the window
+    # pass, so width and depth are small (docs/configs.md has the FLOP budget).
+    "edge": DPDConfig(dim=128, n_blocks=4, n_heads=4, ffn_dim=512, merge_widths=(8, 4, 4, 8)),
+    # The paper's 296.6M: hidden 768, 8 dual-path blocks, 2-layer bidirectional SRU; merge widths
+    # shortest in the middle blocks.
+    "paper": DPDConfig(
+        dim=768,
+        n_blocks=8,
+        n_heads=12,
+        ffn_dim=9216,
+        merge_widths=(32, 16, 8, 4, 4, 8, 16, 32),
+    ),
+}

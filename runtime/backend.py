@@ -1,0 +1,98 @@
+"""The one interface every runtime backend implements, and the static facts the pipeline needs.
+
+A backend only knows how to load the components and run them; the streaming schedule lives once,
+in :mod:`melody_edge.runtime.pipeline`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+from torch import Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSpec:
+    """Static sizes shared by the model, an exported bundle and the apps."""
+
+    sample_rate: int
+    hop_length: int
+    latent_channels: int
+    chunk_frames: int
+    chunks: int
+    frames_per_token: int
+    prefix_levels: int
+    prefix_codebook_size: int
+    vocab_size: int
+    vae_context_frames: int
+    lm_max_seq_len: int
+
+    def __post_init__(self) -> None:
+        if self.vae_context_frames > self.chunk_frames:
+            raise ValueError(
+                f"VAE context ({self.vae_context_frames} frames) exceeds a chunk ({self.chunk_frames}); "
+                "streaming needs chunks at least as long as the decoder's receptive field"
+            )
+
+    @property
+    def window_frames(self) -> int:
+        return self.chunk_frames * self.chunks
+
+    @property
+    def window_tokens(self) -> int:
+        return self.window_frames // self.frames_per_token
+
+    @property
+    def null_token(self) -> int:
+        return self.vocab_size
+
+    @property
+    def latent_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def chunk_samples(self) -> int:
+        return self.chunk_frames * self.hop_length
+
+    @property
+    def vae_window_frames(self) -> int:
+        return self.chunk_frames + 2 * self.vae_context_frames
+
+    def chunk_token_range(self, chunk: int) -> tuple[int, int]:
+        """Global token indices [start, end) that belong to global chunk ``chunk``.
+
+        With 625-frame chunks and 10 frames per token the counts alternate 62, 63, 62, 63; a window
+        of M chunks always holds exactly ``window_tokens``.
+        """
+        fpt = self.frames_per_token
+        return (chunk * self.chunk_frames) // fpt, ((chunk + 1) * self.chunk_frames) // fpt
+
+
+class Backend(abc.ABC):
+    """Runs the exported (or eager) components. Tensors are CPU torch tensors."""
+
+    name: str = "backend"
+
+    @abc.abstractmethod
+    def lm_reset(self) -> None:
+        """Clear the KV cache."""
+
+    @abc.abstractmethod
+    def lm_prefill(self, ids: Tensor, start_pos: int) -> Tensor:
+        """ids: [T] int64 written at positions start_pos.. -> logits of the last position [V] float32."""
+
+    @abc.abstractmethod
+    def lm_decode(self, token: int, pos: int) -> Tensor:
+        """One token at ``pos`` -> logits [V] float32."""
+
+    @abc.abstractmethod
+    def dpd(self, z: Tensor, angles: Tensor, tokens: Tensor) -> Tensor:
+        """z: [2, C, W]; angles: [2, W]; tokens: [2, S] (conditional, unconditional) -> v [2, C, W]."""
+
+    @abc.abstractmethod
+    def vae_decode(self, z: Tensor) -> Tensor:
+        """z: [1, C, R + chunk + R] normalised latents -> audio of the middle chunk [chunk * hop]."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""

@@ -1,0 +1,141 @@
+import itertools
+import math
+
+import pytest
+import torch
+
+from melody_edge.models.config import ConfigError
+from melody_edge.models.diffusion import angle_schedule, ddim_sample, uniform_angle_schedule
+from melody_edge.models.dpd import DPD_PRESETS, DPDConfig, DualPathDiffusion, dpd_loss, overlap_add, segment
+
+
+def tiny_dpd() -> DualPathDiffusion:
+    torch.manual_seed(0)
+    return DualPathDiffusion(DPD_PRESETS["tiny"]).eval()
+
+
+def test_segment_overlap_add_round_trip():
+    x = torch.randn(2, 2500, 8)
+    seg = segment(x, 64)
+    assert seg.shape == (2, 80, 64, 8)
+    assert torch.allclose(overlap_add(seg, 2500), x)
+
+
+def test_angle_schedule_sums_to_half_pi_with_big_steps_first():
+    for steps in (1, 5, 10, 20):
+        w = angle_schedule(steps)
+        assert len(w) == steps
+        assert math.isclose(sum(w), math.pi / 2, rel_tol=1e-12)
+        assert all(a >= b for a, b in itertools.pairwise(w))
+    assert math.isclose(sum(uniform_angle_schedule(7)), math.pi / 2)
+
+
+@torch.no_grad()
+def test_forward_shapes_and_null_token():
+    model = tiny_dpd()
+    c = model.config
+    z = torch.randn(2, 16, c.window_frames)
+    tokens = torch.full((2, c.window_tokens), c.null_token)
+    v = model(z, torch.rand(2, c.window_frames), tokens)
+    assert v.shape == z.shape and torch.isfinite(v).all()
+
+
+class CountingVelocity:
+    def __init__(self, model):
+        self.model, self.calls, self.batches = model, 0, []
+
+    def __call__(self, z, angles, tokens):
+        self.calls += 1
+        self.batches.append(z.shape[0])
+        return self.model(z, angles, tokens)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("steps", [1, 3, 5])
+def test_sampler_calls_network_once_per_step_with_guidance_batched(steps):
+    model = tiny_dpd()
+    c = model.config
+    fn = CountingVelocity(model)
+    z = torch.randn(1, 16, c.window_frames)
+    target = torch.ones(1, c.window_frames, dtype=torch.bool)
+    angles = torch.full((1, c.window_frames), math.pi / 2)
+    tokens = torch.randint(0, 1024, (1, c.window_tokens))
+    out = ddim_sample(fn, z, angles, target, tokens, steps, 2.5, c.null_token)
+    assert fn.calls == steps and fn.batches == [2] * steps
+    assert torch.isfinite(out).all()
+
+
+@torch.no_grad()
+def test_continuation_and_inpainting_leave_kept_frames_unchanged():
+    model = tiny_dpd()
+    c = model.config
+    cf = c.chunk_frames
+    z = torch.randn(1, 16, c.window_frames)
+    tokens = torch.randint(0, 1024, (1, c.window_tokens))
+    # Continuation: only the last chunk is denoised.
+    target = torch.zeros(1, c.window_frames, dtype=torch.bool)
+    target[:, -cf:] = True
+    angles = torch.where(target, math.pi / 2, 0.0)
+    out = ddim_sample(model, z, angles, target, tokens, 4, 2.5, c.null_token)
+    assert torch.equal(out[..., :-cf], z[..., :-cf])
+    assert not torch.allclose(out[..., -cf:], z[..., -cf:])
+    # Inpainting: a gap in the middle.
+    gap = torch.zeros_like(target)
+    gap[:, 1000:1300] = True
+    out = ddim_sample(model, z, torch.where(gap, math.pi / 2, 0.0), gap, tokens, 3, 2.5, c.null_token)
+    assert torch.equal(out[..., :1000], z[..., :1000]) and torch.equal(out[..., 1300:], z[..., 1300:])
+
+
+def test_sampler_is_exact_with_the_true_velocity():
+    # With an oracle velocity the angle-DDIM update lands exactly on z0 after any number of steps.
+    z0 = torch.randn(1, 16, 100)
+    eps = torch.randn(1, 16, 100)
+
+    def oracle(z, angles, tokens):
+        a = angles[:, None]
+        return torch.cos(a) * eps.repeat(z.shape[0], 1, 1) - torch.sin(a) * z0.repeat(z.shape[0], 1, 1)
+
+    target = torch.ones(1, 100, dtype=torch.bool)
+    out = ddim_sample(oracle, eps.clone(), torch.full((1, 100), math.pi / 2), target, torch.zeros(1, 10), 4, 2.5, 0)
+    assert torch.allclose(out, z0, atol=1e-5)
+
+
+def test_velocity_loss_overfits_a_single_example():
+    # One example = fixed latents, tokens, per-chunk angles and noise (the generator is re-seeded).
+    torch.manual_seed(0)
+    model = DualPathDiffusion(DPD_PRESETS["tiny"].replace(window_frames=400)).train()
+    c = model.config
+    z0 = (0.5 * torch.randn(1, 16, 1)).expand(1, 16, c.window_frames).contiguous()
+    tokens = torch.randint(0, 1024, (1, c.window_tokens))
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    gen = torch.Generator()
+    losses = []
+    for _ in range(200):
+        gen.manual_seed(0)
+        loss = dpd_loss(model, z0, tokens, generator=gen, cond_drop_prob=0.0)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert sum(losses[-5:]) / 5 < losses[0] / 10
+
+
+def test_paper_dpd_size_is_within_five_percent():
+    with torch.device("meta"):
+        model = DualPathDiffusion(DPD_PRESETS["paper"])
+    assert abs(sum(p.numel() for p in model.parameters()) / 296.6e6 - 1) < 0.05
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"merge_widths": (8,)}, "merge_widths"),
+        ({"merge_widths": (8, 7)}, r"merge_widths\[1\]"),
+        ({"segment_frames": 63}, "segment_frames"),
+        ({"window_frames": 2501}, "window_frames"),
+        ({"cond_drop_prob": 1.5}, "cond_drop_prob"),
+    ],
+)
+def test_bad_config_names_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=field):
+        DPDConfig(**{**DPD_PRESETS["tiny"].to_dict(), **overrides})
