@@ -38,7 +38,9 @@ def uniform_angle_schedule(steps: int) -> list[float]:
     return [math.pi / (2 * steps)] * steps
 
 
-def guided_velocity(velocity: VelocityFn, z: Tensor, angles: Tensor, tokens: Tensor, null_token: int, scale: float):
+def guided_velocity(
+    velocity: VelocityFn, z: Tensor, angles: Tensor, tokens: Tensor, null_token: int, scale: float | Tensor
+) -> Tensor:
     """Classifier-free guidance with the conditional and unconditional passes batched as one call.
 
     z: [B, C, L]; angles: [B, L]; tokens: [B, S] -> v_u + scale * (v_c - v_u), [B, C, L].
@@ -60,15 +62,16 @@ def ddim_sample(
     target: Tensor,
     tokens: Tensor,
     steps: int,
-    guidance_scale: float,
+    guidance_scale: float | Tensor,
     null_token: int,
     schedule: list[float] | None = None,
 ) -> Tensor:
     """Denoise the ``target`` frames of a window from angle pi/2 to 0 in ``steps`` network calls.
 
     z: [B, C, L] latents (pure noise on target frames); angles: [B, L] current angle of every frame
-    (pi/2 on target frames; 0 for kept chunks; pi/2 for untouched future chunks); target: [B, L] bool;
-    tokens: [B, S]. Returns the window with target frames at angle 0; other frames are unchanged.
+    (pi/2 on target frames; 0 for kept chunks; pi/2 for untouched future chunks); target: [B, L] bool
+    or 0/1 float; tokens: [B, S]. ``guidance_scale`` may be a tensor (an input of an exported graph).
+    Returns the window with target frames at angle 0; other frames are unchanged.
     """
     schedule = angle_schedule(steps) if schedule is None else schedule
     if len(schedule) != steps:

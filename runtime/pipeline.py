@@ -66,6 +66,7 @@ class AudioChunk:
     audio: np.ndarray  # float32 [n], mono, in [-1, 1]
     start_sample: int
     tokens: list[int]  # semantic tokens generated for this chunk (empty for the final flush)
+    latents: np.ndarray  # final latents of this chunk [C_lat, chunk_frames] (empty for the flush)
     lm_seconds: float
     dpd_seconds: float
     vae_seconds: float
@@ -177,7 +178,8 @@ class StreamingGenerator:
             chunk_audio = audio[skip:]
             t3 = time.perf_counter()
             chunk_audio = chunk_audio[: max(0, total_samples - emitted)]
-            yield AudioChunk(g, chunk_audio.numpy(), emitted, new_tokens, t1 - t0, t2 - t1, t3 - t2)
+            latents = z_win[0, :, j * c : (j + 1) * c].numpy().copy()
+            yield AudioChunk(g, chunk_audio.numpy(), emitted, new_tokens, latents, t1 - t0, t2 - t1, t3 - t2)
             emitted += chunk_audio.shape[0]
 
         if r and emitted < total_samples:
@@ -186,7 +188,8 @@ class StreamingGenerator:
             tail = torch.cat([history, z_win[:, :, : (j + 1) * c]], dim=2)[:, :, -2 * r :]
             window = torch.cat([tail, torch.zeros(1, spec.latent_channels, c)], dim=2)
             audio = self._vae(window)[: r * spec.hop_length][: total_samples - emitted]
-            yield AudioChunk(n_chunks, audio.numpy(), emitted, [], 0.0, 0.0, time.perf_counter() - t0)
+            empty = np.zeros((spec.latent_channels, 0), dtype=np.float32)
+            yield AudioChunk(n_chunks, audio.numpy(), emitted, [], empty, 0.0, 0.0, time.perf_counter() - t0)
 
     def _record(self, event: str, payload: dict) -> None:
         if self.recorder is not None:

@@ -1,0 +1,212 @@
+"""The whole MeLoDy model: its five components, one validated config, and the combined checkpoint.
+
+A combined checkpoint is a directory::
+
+    melody.json                  # MelodyConfig: name, sampling defaults, every component's config
+    lm/config.json, lm/model.safetensors
+    dpd/..., vae/..., conditioner/..., tokenizer/...
+
+Loading validates each component's weights against its config and the components against each
+other (latent channels, token vocabulary, rates, window sizes), naming any mismatch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointError, load_component, read_json, save_component
+from .conditioning import CONDITIONER_PRESETS, ConditionerConfig, PromptConditioner
+from .config import ConfigBase, ConfigError, require
+from .dpd import DPD_PRESETS, DPDConfig, DualPathDiffusion
+from .lm import LM_PRESETS, LMConfig, SemanticLM
+from .semantic_tokenizer import TOKENIZER_PRESETS, KMeansSemanticTokenizer, KMeansTokenizerConfig
+from .vae import VAE, VAE_PRESETS, VAEConfig
+
+MELODY_FILE = "melody.json"
+COMPONENTS = ("lm", "dpd", "vae", "conditioner", "tokenizer")
+
+
+@dataclasses.dataclass(frozen=True)
+class MelodyConfig(ConfigBase):
+    name: str
+    lm: LMConfig
+    dpd: DPDConfig
+    vae: VAEConfig
+    conditioner: ConditionerConfig
+    tokenizer: KMeansTokenizerConfig
+    steps: int = 8
+    guidance_scale: float = 2.5
+    temperature: float = 1.0
+    top_k: int = 0
+
+    def validate(self) -> None:
+        require(bool(self.name), "name", "must be a non-empty string")
+        require(self.steps >= 1, "steps", "must be >= 1 (the sampler needs at least one step)")
+        require(self.guidance_scale >= 0, "guidance_scale", "must be >= 0 (1.0 disables guidance)")
+        require(self.temperature > 0, "temperature", "must be > 0")
+        require(0 <= self.top_k <= self.lm.vocab_size, "top_k", f"must be in [0, {self.lm.vocab_size}] (0 = off)")
+        lm, dpd, vae = self.lm, self.dpd, self.vae
+        require(
+            dpd.latent_channels == vae.latent_channels,
+            "dpd.latent_channels",
+            f"{dpd.latent_channels} differs from vae.latent_channels {vae.latent_channels}",
+        )
+        require(
+            dpd.token_vocab == lm.vocab_size,
+            "dpd.token_vocab",
+            f"{dpd.token_vocab} differs from lm.vocab_size {lm.vocab_size}",
+        )
+        require(
+            self.tokenizer.vocab_size == lm.vocab_size,
+            "tokenizer.vocab_size",
+            f"{self.tokenizer.vocab_size} differs from lm.vocab_size {lm.vocab_size}",
+        )
+        require(
+            lm.max_seq_len >= lm.prefix_levels + dpd.window_tokens,
+            "lm.max_seq_len",
+            f"must hold the prefix and one window: >= {lm.prefix_levels} + {dpd.window_tokens}",
+        )
+        require(
+            self.conditioner.levels == lm.prefix_levels,
+            "conditioner.levels",
+            f"{self.conditioner.levels} differs from lm.prefix_levels {lm.prefix_levels}",
+        )
+        require(
+            self.conditioner.codebook_size == lm.prefix_codebook_size,
+            "conditioner.codebook_size",
+            f"{self.conditioner.codebook_size} differs from lm.prefix_codebook_size {lm.prefix_codebook_size}",
+        )
+        require(
+            self.tokenizer.sample_rate == vae.sample_rate,
+            "tokenizer.sample_rate",
+            f"{self.tokenizer.sample_rate} differs from vae.sample_rate {vae.sample_rate}",
+        )
+        require(
+            math.isclose(self.tokenizer.token_rate * dpd.frames_per_token, self.latent_rate),
+            "dpd.frames_per_token",
+            f"latent rate {self.latent_rate} Hz / frames_per_token must equal the token rate "
+            f"{self.tokenizer.token_rate} Hz",
+        )
+
+    @property
+    def sample_rate(self) -> int:
+        return self.vae.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.vae.hop_length
+
+    @property
+    def latent_rate(self) -> float:
+        return self.vae.sample_rate / self.vae.hop_length
+
+    @property
+    def token_rate(self) -> float:
+        return self.latent_rate / self.dpd.frames_per_token
+
+    @property
+    def chunk_seconds(self) -> float:
+        return self.dpd.chunk_frames / self.latent_rate
+
+    @property
+    def window_seconds(self) -> float:
+        return self.dpd.window_frames / self.latent_rate
+
+
+def preset(name: str) -> MelodyConfig:
+    """A built-in config: ``tiny`` (tests), ``edge`` (on-device flagship) or ``paper`` (the paper's sizes)."""
+    if name not in PRESET_STEPS:
+        raise ConfigError(f"config: unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+    return MelodyConfig(
+        name=name,
+        lm=LM_PRESETS[name],
+        dpd=DPD_PRESETS[name],
+        vae=VAE_PRESETS[name],
+        conditioner=CONDITIONER_PRESETS[name],
+        tokenizer=TOKENIZER_PRESETS[name],
+        steps=PRESET_STEPS[name],
+    )
+
+
+# Few-step defaults: the paper reports T = 5..20; on-device configs favour the low end.
+PRESET_STEPS = {"tiny": 4, "edge": 5, "paper": 10}
+PRESET_NAMES = tuple(PRESET_STEPS)
+
+
+class MeLoDy(nn.Module):
+    """Container of the five components; see the module docstring for the checkpoint layout."""
+
+    def __init__(self, config: MelodyConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.lm = SemanticLM(config.lm)
+        self.dpd = DualPathDiffusion(config.dpd)
+        self.vae = VAE(config.vae)
+        self.conditioner = PromptConditioner(config.conditioner)
+        self.tokenizer = KMeansSemanticTokenizer(config.tokenizer)
+
+    def component_configs(self) -> dict[str, ConfigBase]:
+        c = self.config
+        return {"lm": c.lm, "dpd": c.dpd, "vae": c.vae, "conditioner": c.conditioner, "tokenizer": c.tokenizer}
+
+    def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, cfg in self.component_configs().items():
+            save_component(directory / name, cfg, getattr(self, name), dtype=dtype)
+        self.config.save(directory / MELODY_FILE)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> MeLoDy:
+        directory = Path(directory)
+        if not (directory / MELODY_FILE).is_file():
+            raise CheckpointError(
+                f"{directory}: no {MELODY_FILE}; a combined checkpoint is a directory written by "
+                "`MeLoDy.save` (melody.json + lm/ dpd/ vae/ conditioner/ tokenizer/)"
+            )
+        raw = read_json(directory / MELODY_FILE)
+        try:
+            config = MelodyConfig.from_dict(raw, where=str(directory / MELODY_FILE))
+        except ConfigError as exc:
+            raise CheckpointError(f"{directory / MELODY_FILE}: invalid config: {exc}") from exc
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.config = config
+        builders = {
+            "lm": (LMConfig, SemanticLM),
+            "dpd": (DPDConfig, DualPathDiffusion),
+            "vae": (VAEConfig, VAE),
+            "conditioner": (ConditionerConfig, PromptConditioner),
+            "tokenizer": (KMeansTokenizerConfig, KMeansSemanticTokenizer),
+        }
+        for name, (cfg_cls, build) in builders.items():
+            comp_cfg, module = load_component(directory / name, cfg_cls, build)
+            if comp_cfg != getattr(config, name):
+                raise CheckpointError(
+                    f"{directory / name / 'config.json'} differs from the '{name}' section of "
+                    f"{directory / MELODY_FILE}; the checkpoint was assembled from different models"
+                )
+            setattr(model, name, module)
+        return model.eval()
+
+
+def build_model(config: MelodyConfig, seed: int = 0) -> MeLoDy:
+    """A randomly initialised model, deterministic for ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MeLoDy(config).eval()
+
+
+def load_model(config_name: str | None = None, checkpoint: str | Path | None = None, seed: int = 0) -> MeLoDy:
+    """Resolve ``--config NAME`` (random weights) or ``--checkpoint DIR`` (trained weights)."""
+    if checkpoint is not None and config_name is not None:
+        raise ConfigError("pass either a checkpoint or a config name, not both")
+    if checkpoint is not None:
+        return MeLoDy.load(checkpoint)
+    return build_model(preset(config_name or "tiny"), seed=seed)
