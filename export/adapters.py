@@ -13,7 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from ..models.diffusion import angle_schedule, ddim_sample
+from ..models.dpd import DualPathDiffusion
+from ..models.lm import SemanticLM
 from ..models.melody import MeLoDy
+from ..models.vae import VAE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +53,9 @@ class MethodSpec:
 class LMPrefill(nn.Module):
     """ids [1, P] int64 at start_pos [1] int64 -> logits [1, P, V]; writes the KV cache."""
 
-    def __init__(self, model: MeLoDy) -> None:
+    def __init__(self, lm: SemanticLM) -> None:
         super().__init__()
-        self.lm = model.lm
+        self.lm = lm
 
     def forward(self, ids: Tensor, start_pos: Tensor) -> Tensor:
         return self.lm.prefill(ids, start_pos)
@@ -61,9 +64,9 @@ class LMPrefill(nn.Module):
 class LMDecode(nn.Module):
     """token [1, 1] int64 at pos [1] int64 -> logits [1, V]; writes the KV cache."""
 
-    def __init__(self, model: MeLoDy) -> None:
+    def __init__(self, lm: SemanticLM) -> None:
         super().__init__()
-        self.lm = model.lm
+        self.lm = lm
 
     def forward(self, token: Tensor, pos: Tensor) -> Tensor:
         return self.lm.decode(token, pos)
@@ -72,9 +75,9 @@ class LMDecode(nn.Module):
 class DPDWindow(nn.Module):
     """One guided network call: z [2, C, W], angles [2, W], tokens [2, S] -> v [2, C, W]."""
 
-    def __init__(self, model: MeLoDy) -> None:
+    def __init__(self, dpd: DualPathDiffusion) -> None:
         super().__init__()
-        self.dpd = model.dpd
+        self.dpd = dpd
 
     def forward(self, z: Tensor, angles: Tensor, tokens: Tensor) -> Tensor:
         return self.dpd(z, angles, tokens)
@@ -87,11 +90,11 @@ class DPDSampler(nn.Module):
     tokens [1, S], guidance [1] -> z [1, C, W]. The schedule is fixed at export time (``steps``).
     """
 
-    def __init__(self, model: MeLoDy, steps: int) -> None:
+    def __init__(self, dpd: DualPathDiffusion, steps: int) -> None:
         super().__init__()
-        self.dpd = model.dpd
+        self.dpd = dpd
         self.schedule = angle_schedule(steps)
-        self.null_token = model.config.dpd.null_token
+        self.null_token = dpd.config.null_token
 
     def forward(self, z: Tensor, angles: Tensor, target: Tensor, tokens: Tensor, guidance: Tensor) -> Tensor:
         # The same sampler the runtime runs step by step; the guidance scale stays a graph input.
@@ -102,9 +105,9 @@ class DPDSampler(nn.Module):
 class VAEDecodeChunk(nn.Module):
     """z [1, C, R + chunk + R] normalised latents -> audio [1, chunk * hop]."""
 
-    def __init__(self, model: MeLoDy) -> None:
+    def __init__(self, vae: VAE) -> None:
         super().__init__()
-        self.vae = model.vae
+        self.vae = vae
 
     def forward(self, z: Tensor) -> Tensor:
         return self.vae.decode_chunk(z)
@@ -113,9 +116,9 @@ class VAEDecodeChunk(nn.Module):
 class VAEEncode(nn.Module):
     """audio [1, N] -> normalised latent mean clip(mu / scale, -1, 1) [1, C, N / hop] (for continuing audio)."""
 
-    def __init__(self, model: MeLoDy) -> None:
+    def __init__(self, vae: VAE) -> None:
         super().__init__()
-        self.vae = model.vae
+        self.vae = vae
 
     def forward(self, audio: Tensor) -> Tensor:
         return self.vae.latent(audio, sample=False)

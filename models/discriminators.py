@@ -32,7 +32,11 @@ class DiscriminatorConfig(ConfigBase):
     lrelu_slope: float = 0.1
 
     def validate(self) -> None:
-        require(len(self.periods) > 0 or len(self.resolutions) > 0, "periods", "no discriminator at all")
+        require(
+            len(self.periods) > 0 or len(self.resolutions) > 0,
+            "periods",
+            "periods and resolutions are both empty; give at least one discriminator",
+        )
         for i, p in enumerate(self.periods):
             require(isinstance(p, int) and p >= 1, f"periods[{i}]", f"{p!r} must be an integer >= 1")
         for i, res in enumerate(self.resolutions):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 
+import torch
 from torch import Tensor
 
 
@@ -96,3 +97,31 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
+
+
+def prefill_in_pieces(run_piece, decode, ids: Tensor, start_pos: int, piece: int, max_seq_len: int) -> Tensor:
+    """Prefill any number of ids through a program whose prefill has a static length ``piece``.
+
+    ``run_piece(ids [piece], start) -> logits [piece, V]``; ``decode(token, pos) -> logits [V]``.
+    Full pieces run back to back; a last partial piece is right-aligned onto ids already written
+    (rewriting a slot with the same token at the same position is exact). Fewer ids than one piece
+    are padded at the end: the padded slots lie after the last real position, where the mask hides
+    them until decode overwrites them. Where padding would run past the cache, ids go one by one
+    through ``decode`` (exact, slower).
+    """
+    n = int(ids.numel())
+    if n == 0:
+        raise ValueError("prefill needs at least one id")
+    if n >= piece:
+        starts = list(range(0, n - piece + 1, piece))
+        if starts[-1] + piece < n:
+            starts.append(n - piece)
+        for s in starts:
+            logits = run_piece(ids[s : s + piece], start_pos + s)
+        return logits[-1]
+    if start_pos + piece <= max_seq_len:
+        padded = torch.cat([ids, torch.zeros(piece - n, dtype=ids.dtype)])
+        return run_piece(padded, start_pos)[n - 1]
+    for i in range(n):
+        out = decode(int(ids[i]), start_pos + i)
+    return out

@@ -1,0 +1,225 @@
+"""``melody-edge export``: build a bundle in a temporary directory, verify it, then rename it into place.
+
+A failed or interrupted export leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..models.diffusion import angle_schedule
+from ..models.melody import MeLoDy
+from ..quantization.recipes import Recipe, RecipeError
+from ..runtime.manifest import MANIFEST, PARITY, SCHEMA_VERSION, sha256_tree, tree_size, validate_manifest
+from . import adapters
+from .parity import ParityError, format_parity, run_parity
+
+DEFAULT_PRESETS = (
+    ("folk fiddle", "a cheerful folk tune on fiddle and guitar in D major, 120 bpm"),
+    ("piano chorale", "a calm four-part chorale on piano in F major, slow"),
+    ("string quartet", "a lively string quartet in A minor, 3/4 time"),
+    ("flute and drums", "a bright flute melody over a steady drum groove in G major"),
+)
+TOOLS = ("torch", "executorch", "coremltools", "torchao", "onnx", "onnxruntime", "melody-edge")
+HOST_TARGETS = ("executorch-xnnpack", "onnx")
+
+
+class ExportError(RuntimeError):
+    """The export cannot proceed; the message names the problem and the fix."""
+
+
+def tool_versions() -> dict[str, str | None]:
+    out = {}
+    for name in TOOLS:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def preset_tokens(model: MeLoDy, presets=DEFAULT_PRESETS) -> list[dict]:
+    """Precompute the 12 conditioning tokens of each preset prompt, so apps need no text encoder."""
+    from ..models.conditioning import SentenceEmbeddingTextEncoder, default_text_encoder_dir
+
+    encoder = SentenceEmbeddingTextEncoder(default_text_encoder_dir())
+    with torch.no_grad():
+        codes = model.conditioner.tokens_from_prompt([p for _, p in presets], encoder)
+    return [{"name": n, "prompt": p, "tokens": [int(x) for x in row]} for (n, p), row in zip(presets, codes.tolist())]
+
+
+def export_bundle(
+    model: MeLoDy,
+    target: str,
+    recipe: Recipe,
+    out: str | Path,
+    steps: int | None = None,
+    verify: bool = True,
+    force: bool = False,
+    prefill_len: int = 32,
+    sampler_artifact: bool = True,
+    encoder_artifact: bool = False,
+    presets: list[dict] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Export ``model`` for ``target`` with ``recipe`` into the bundle directory ``out``.
+
+    Returns the manifest. Raises :class:`ParityError` (and leaves no bundle) when the gate fails.
+    """
+    out = Path(out)
+    if target not in HOST_TARGETS:
+        raise ExportError(f"target {target} cannot be built by this version yet (buildable: {', '.join(HOST_TARGETS)})")
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; choose another --out or pass --force to replace it")
+    if recipe.target != target:
+        raise RecipeError(f"recipe {recipe.name} is for {recipe.target}, not {target}")
+    config = model.config
+    steps = config.steps if steps is None else steps
+    if steps < 1:
+        raise ExportError(f"--steps must be >= 1, got {steps}")
+    prefill_len = min(prefill_len, config.lm.max_seq_len)
+    presets = presets if presets is not None else preset_tokens(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    t_start = time.perf_counter()
+    try:
+        specs = adapters.method_specs(model, prefill_len, steps)
+        components, quantized_layers, q_model = _export_components(
+            model, target, recipe, tmp, specs, steps, sampler_artifact, encoder_artifact, log
+        )
+        manifest = _manifest(model, target, recipe, steps, prefill_len, components, quantized_layers, presets, tmp)
+        validate_manifest(manifest)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if verify:
+            log("verifying parity against the eager reference ...")
+            from ..runtime.open import open_bundle
+
+            backend, _ = open_bundle(tmp)
+            report = run_parity(model, q_model, backend, manifest, recipe)
+            report["export_seconds"] = time.perf_counter() - t_start
+            (tmp / PARITY).write_text(json.dumps(report, indent=2, default=float) + "\n")
+            log(format_parity(report))
+            del backend
+            if not report["gate"]["passed"]:
+                raise ParityError(
+                    f"parity gate failed for {target}/{recipe.name}: {'; '.join(report['gate']['failures'])}. "
+                    "No bundle was written. Keep sensitive layers in float (--keep-float) or use a wider recipe."
+                )
+        else:
+            log("parity not verified (--no-verify): the bundle carries no parity.json")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"wrote {out} in {time.perf_counter() - t_start:.1f} s")
+    return manifest
+
+
+def _export_components(model, target, recipe, tmp, specs, steps, sampler_artifact, encoder_artifact, log):
+    if target == "executorch-xnnpack":
+        from ..quantization.torchao_quant import quantize_for_xnnpack
+        from .executorch_export import export_component
+
+        lm, lm_q = quantize_for_xnnpack(model.lm, recipe, "lm.")
+        dpd, dpd_q = quantize_for_xnnpack(model.dpd, recipe, "dpd.")
+        q_model = None
+        if recipe.quantized:
+            q_model = _with_components(model, lm=lm, dpd=dpd)
+        plan = {
+            "lm": (
+                {
+                    "prefill": (adapters.LMPrefill(lm), specs["lm"]["prefill"]),
+                    "decode": (adapters.LMDecode(lm), specs["lm"]["decode"]),
+                },
+                ("cache",),
+            ),
+            "dpd": ({"forward": (adapters.DPDWindow(dpd), specs["dpd"]["forward"])}, ()),
+            "vae_decoder": ({"forward": (adapters.VAEDecodeChunk(model.vae), specs["vae_decoder"]["forward"])}, ()),
+        }
+        if sampler_artifact:
+            plan["dpd_sampler"] = (
+                {"forward": (adapters.DPDSampler(dpd, steps), specs["dpd_sampler"]["forward"])},
+                (),
+            )
+        if encoder_artifact:
+            plan["vae_encoder"] = ({"forward": (adapters.VAEEncode(model.vae), specs["vae_encoder"]["forward"])}, ())
+        components = {}
+        for name, (methods, shared) in plan.items():
+            t0 = time.perf_counter()
+            path = tmp / f"{name}.pte"
+            size = export_component(methods, target, path, shared)
+            log(f"  {name:<12} -> {path.name} ({size / 1e6:.2f} MB, {time.perf_counter() - t0:.1f} s)")
+            components[name] = {
+                "file": path.name,
+                "methods": {m: spec.to_dict() for m, (_, spec) in methods.items()},
+                **({"state": "kv cache: mutable buffers shared by prefill and decode"} if shared else {}),
+            }
+        return components, {"lm": lm_q, "dpd": dpd_q}, q_model
+    from .onnx_export import export_onnx_components
+
+    return export_onnx_components(model, recipe, tmp, specs, steps, sampler_artifact, encoder_artifact, log)
+
+
+def _with_components(model: MeLoDy, **parts) -> MeLoDy:
+    clone = MeLoDy.__new__(MeLoDy)
+    torch.nn.Module.__init__(clone)
+    clone.config = model.config
+    for name in ("lm", "dpd", "vae", "conditioner", "tokenizer"):
+        setattr(clone, name, parts.get(name, getattr(model, name)))
+    return clone.eval()
+
+
+def _manifest(model, target, recipe, steps, prefill_len, components, quantized_layers, presets, tmp) -> dict:
+    c = model.config
+    d = c.dpd
+    files = {p.name: {"sha256": sha256_tree(p), "bytes": tree_size(p)} for p in sorted(tmp.iterdir())}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "format": "melody-edge-bundle",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "target": target,
+        "recipe": {**recipe.to_dict(), "quantized_layers": quantized_layers, "kept_float": list(recipe.keep_float)},
+        "model": {"name": c.name, "config": c.to_dict()},
+        "stream": {
+            "sample_rate": c.sample_rate,
+            "hop_length": c.hop_length,
+            "latent_rate": c.latent_rate,
+            "token_rate": c.token_rate,
+            "latent_channels": d.latent_channels,
+            "chunk_frames": d.chunk_frames,
+            "chunks": d.chunks,
+            "window_frames": d.window_frames,
+            "window_tokens": d.window_tokens,
+            "frames_per_token": d.frames_per_token,
+            "prefix_levels": c.lm.prefix_levels,
+            "prefix_codebook_size": c.lm.prefix_codebook_size,
+            "vocab_size": c.lm.vocab_size,
+            "null_token": d.null_token,
+            "vae_context_frames": model.vae.context_frames,
+            "lm_max_seq_len": c.lm.max_seq_len,
+            "lm_prefill_len": prefill_len,
+        },
+        "sampler": {
+            "steps": steps,
+            "schedule": angle_schedule(steps),
+            "guidance_scale": c.guidance_scale,
+            "temperature": c.temperature,
+            "top_k": c.top_k,
+        },
+        "components": components,
+        "files": files,
+        "tools": tool_versions(),
+        "presets": presets,
+    }
