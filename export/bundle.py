@@ -6,9 +6,12 @@ A failed or interrupted export leaves nothing at the output path.
 from __future__ import annotations
 
 import datetime
+import errno
+import hashlib
 import importlib.metadata
 import json
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..models.checkpoint import save_component
 from ..models.diffusion import angle_schedule
 from ..models.melody import MeLoDy
 from ..quantization.recipes import Recipe, RecipeError
@@ -31,7 +35,10 @@ DEFAULT_PRESETS = (
     ("flute and drums", "a bright flute melody over a steady drum groove in G major"),
 )
 TOOLS = ("torch", "executorch", "coremltools", "torchao", "onnx", "onnxruntime", "melody-edge")
-HOST_TARGETS = ("executorch-xnnpack", "onnx")
+CONDITIONER_DIR = "conditioner"
+HOST_TARGETS = ("executorch-xnnpack", "onnx", "executorch-coreml", "coreml")
+RUNNABLE_HERE = ("executorch-xnnpack", "onnx")
+APPLE_TARGETS = ("executorch-coreml", "coreml")
 
 
 class ExportError(RuntimeError):
@@ -48,11 +55,27 @@ def tool_versions() -> dict[str, str | None]:
     return out
 
 
+def weights_fingerprint(model: MeLoDy) -> str:
+    """sha256 over the LM, DPD and VAE weights: ties a bundle to the eager model ``verify`` compares it with."""
+    h = hashlib.sha256()
+    for name in ("lm", "dpd", "vae"):
+        for key, value in sorted(getattr(model, name).state_dict().items()):
+            h.update(f"{name}.{key}".encode())
+            h.update(value.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def preset_tokens(model: MeLoDy, presets=DEFAULT_PRESETS) -> list[dict]:
     """Precompute the 12 conditioning tokens of each preset prompt, so apps need no text encoder."""
-    from ..models.conditioning import SentenceEmbeddingTextEncoder, default_text_encoder_dir
+    from ..models.conditioning import SentenceEmbeddingTextEncoder, TextEncoderUnavailable, default_text_encoder_dir
 
-    encoder = SentenceEmbeddingTextEncoder(default_text_encoder_dir())
+    try:
+        encoder = SentenceEmbeddingTextEncoder(default_text_encoder_dir())
+    except TextEncoderUnavailable as exc:
+        raise ExportError(
+            f"the bundle's prompt presets need a text encoder: {exc} Or pass --presets FILE.json with "
+            '[{"name": ..., "prompt": ..., "tokens": [12 codes]}].'
+        ) from exc
     with torch.no_grad():
         codes = model.conditioner.tokens_from_prompt([p for _, p in presets], encoder)
     return [{"name": n, "prompt": p, "tokens": [int(x) for x in row]} for (n, p), row in zip(presets, codes.tolist())]
@@ -70,6 +93,7 @@ def export_bundle(
     sampler_artifact: bool = True,
     encoder_artifact: bool = False,
     presets: list[dict] | None = None,
+    model_source: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Export ``model`` for ``target`` with ``recipe`` into the bundle directory ``out``.
@@ -77,8 +101,9 @@ def export_bundle(
     Returns the manifest. Raises :class:`ParityError` (and leaves no bundle) when the gate fails.
     """
     out = Path(out)
-    if target not in HOST_TARGETS:
-        raise ExportError(f"target {target} cannot be built by this version yet (buildable: {', '.join(HOST_TARGETS)})")
+    why = unbuildable_reason(target)
+    if why:
+        raise ExportError(f"target {target} cannot be built on this host: {why}")
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; choose another --out or pass --force to replace it")
     if recipe.target != target:
@@ -94,18 +119,34 @@ def export_bundle(
     t_start = time.perf_counter()
     try:
         specs = adapters.method_specs(model, prefill_len, steps)
-        components, quantized_layers, q_model = _export_components(
+        components, quantized_layers, q_model, validation = _export_components(
             model, target, recipe, tmp, specs, steps, sampler_artifact, encoder_artifact, log
         )
+        # The prompt RVQ travels with the bundle, so text prompts work wherever a text encoder is installed.
+        save_component(tmp / CONDITIONER_DIR, model.config.conditioner, model.conditioner)
         manifest = _manifest(model, target, recipe, steps, prefill_len, components, quantized_layers, presets, tmp)
+        manifest["model"]["source"] = model_source or {}
+        manifest["model"]["weights_sha256"] = weights_fingerprint(model)
         validate_manifest(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if verify:
+        if verify and not can_run(target):
+            log(f"parity not run: {can_run_reason(target)}; validating the converted programs instead")
+            report = not_run_report(target, recipe, validation)
+            (tmp / PARITY).write_text(json.dumps(report, indent=2, default=float) + "\n")
+            log(format_not_run(report))
+            if not report["gate"]["passed"]:
+                raise ParityError(
+                    f"validation failed for {target}/{recipe.name}: {'; '.join(report['gate']['failures'])}. "
+                    "No bundle was written."
+                )
+        elif verify:
             log("verifying parity against the eager reference ...")
             from ..runtime.open import open_bundle
 
             backend, _ = open_bundle(tmp)
             report = run_parity(model, q_model, backend, manifest, recipe)
+            if validation:
+                report["validation"] = validation
             report["export_seconds"] = time.perf_counter() - t_start
             (tmp / PARITY).write_text(json.dumps(report, indent=2, default=float) + "\n")
             log(format_parity(report))
@@ -120,6 +161,14 @@ def export_bundle(
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno == errno.ENOSPC:
+            raise ExportError(
+                f"ran out of disk space while writing the bundle under {out.parent}; free space or choose another "
+                "--out. Nothing was written."
+            ) from exc
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -166,10 +215,72 @@ def _export_components(model, target, recipe, tmp, specs, steps, sampler_artifac
                 "methods": {m: spec.to_dict() for m, (_, spec) in methods.items()},
                 **({"state": "kv cache: mutable buffers shared by prefill and decode"} if shared else {}),
             }
-        return components, {"lm": lm_q, "dpd": dpd_q}, q_model
+        return components, {"lm": lm_q, "dpd": dpd_q}, q_model, None
+    if target in APPLE_TARGETS:
+        from .coreml_export import export_coreml_components
+
+        components, quantized, validation = export_coreml_components(
+            model, target, recipe, tmp, specs, steps, sampler_artifact, encoder_artifact, log
+        )
+        return components, quantized, None, validation
     from .onnx_export import export_onnx_components
 
-    return export_onnx_components(model, recipe, tmp, specs, steps, sampler_artifact, encoder_artifact, log)
+    components, quantized, q_model = export_onnx_components(
+        model, recipe, tmp, specs, steps, sampler_artifact, encoder_artifact, log
+    )
+    return components, quantized, q_model, None
+
+
+def unbuildable_reason(target: str) -> str | None:
+    """Why this host cannot build ``target``, or None when it can."""
+    if target not in HOST_TARGETS:
+        return f"unknown target; valid targets: {', '.join(HOST_TARGETS)}"
+    if target in APPLE_TARGETS:
+        try:
+            import coremltools  # noqa: F401
+        except ImportError:
+            return "coremltools is not installed (pip install coremltools==9.0)"
+    return None
+
+
+def can_run(target: str) -> bool:
+    return can_run_reason(target) is None
+
+
+def can_run_reason(target: str) -> str | None:
+    """Why this host cannot run a bundle of ``target`` (Core ML runs only on macOS/iOS)."""
+    if target in APPLE_TARGETS and platform.system() != "Darwin":
+        return f"Core ML runs only on macOS/iOS; this host is {platform.system()}"
+    return None
+
+
+def not_run_report(target: str, recipe: Recipe, validation: dict | None) -> dict:
+    """parity.json for a bundle this host cannot run: says so, and gates on the structural validation."""
+    failures = []
+    for name, v in (validation or {}).get("components", {}).items():
+        failures += [f"{name}: {f}" for f in v.get("failures", [])]
+    return {
+        "recipe": recipe.name,
+        "target": target,
+        "run": False,
+        "reason": can_run_reason(target),
+        "components": {},
+        "validation": validation,
+        "gate": {"passed": not failures, "failures": failures, "not_run": True, "thresholds": None},
+    }
+
+
+def format_not_run(report: dict) -> str:
+    lines = [f"parity NOT RUN ({report['target']}, recipe {report['recipe']}): {report['reason']}"]
+    comps = (report.get("validation") or {}).get("components", {})
+    for name, v in comps.items():
+        ratio = v.get("ratio")
+        ratio_text = f", weights {ratio:.3f}x fp32" if isinstance(ratio, float) else ""
+        ok = "ok" if not v.get("failures") else "FAILED: " + "; ".join(v["failures"])
+        lines.append(f"  {name:<12} inputs/outputs {ok}{ratio_text} ({v.get('weight_bytes', 0) / 1e6:.2f} MB)")
+    g = report["gate"]
+    lines.append("  structural validation: PASSED" if g["passed"] else "  structural validation: FAILED")
+    return "\n".join(lines)
 
 
 def _with_components(model: MeLoDy, **parts) -> MeLoDy:
@@ -219,6 +330,7 @@ def _manifest(model, target, recipe, steps, prefill_len, components, quantized_l
             "top_k": c.top_k,
         },
         "components": components,
+        "conditioner": CONDITIONER_DIR,
         "files": files,
         "tools": tool_versions(),
         "presets": presets,

@@ -210,3 +210,38 @@ def load_model(config_name: str | None = None, checkpoint: str | Path | None = N
     if checkpoint is not None:
         return MeLoDy.load(checkpoint)
     return build_model(preset(config_name or "tiny"), seed=seed)
+
+
+def with_window_seconds(model: MeLoDy, seconds: float) -> MeLoDy:
+    """The same weights with a DPD window of ``seconds`` (whole chunks of the config's chunk length).
+
+    Nothing in the DPD depends on the window length (rotary positions only), so only the static
+    shapes change; the LM cache grows when the window's tokens no longer fit.
+    """
+    c = model.config
+    chunks = seconds / c.chunk_seconds
+    if abs(chunks - round(chunks)) > 1e-6 or round(chunks) < 2:
+        raise ConfigError(
+            f"window_seconds: {seconds} s is not a whole number (>= 2) of {c.chunk_seconds:g} s chunks; "
+            f"choose a multiple of {c.chunk_seconds:g} s such as {2 * c.chunk_seconds:g} or {4 * c.chunk_seconds:g}"
+        )
+    chunks = round(chunks)
+    dpd = dataclasses.replace(c.dpd, chunks=chunks, window_frames=chunks * c.dpd.chunk_frames)
+    lm = c.lm
+    if lm.max_seq_len < lm.prefix_levels + dpd.window_tokens:
+        lm = dataclasses.replace(lm, max_seq_len=lm.prefix_levels + dpd.window_tokens)
+    config = dataclasses.replace(c, dpd=dpd, lm=lm)
+    clone = MeLoDy.__new__(MeLoDy)
+    nn.Module.__init__(clone)
+    clone.config = config
+    for name in ("dpd", "vae", "conditioner", "tokenizer"):
+        setattr(clone, name, getattr(model, name))
+    if lm is c.lm:
+        clone.lm = model.lm
+    else:
+        clone.lm = SemanticLM(lm)
+        # The cache is a non-persistent buffer: the weights load unchanged into the longer cache.
+        clone.lm.load_state_dict(model.lm.state_dict())
+    clone.dpd = DualPathDiffusion(dpd)
+    clone.dpd.load_state_dict(model.dpd.state_dict())
+    return clone.eval()
