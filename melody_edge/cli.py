@@ -28,9 +28,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 @click.version_option(package_name="melody-edge")
 def main() -> None:
     """MeLoDy music generation: reference models, export, streaming runtime."""
-    # torchao warns on import about GPU kernels a CPU wheel cannot load, and torch about enum
-    # registration: noise to a user, and neither affects CPU export.
-    for name in ("torchao", "torch.utils._pytree"):
+    # torchao warns on import about GPU kernels a CPU wheel cannot load, torch about enum
+    # registration, coremltools (off macOS) that it cannot run models: noise to a user; export
+    # says itself when Core ML was not run.
+    for name in ("torchao", "torch.utils._pytree", "coremltools"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

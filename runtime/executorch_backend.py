@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .backend import Backend, prefill_in_pieces
-from .manifest import BundleError, stream_spec_from_manifest
+from .manifest import BundleError, check_inputs, stream_spec_from_manifest
 
 
 class ExecuTorchBackend(Backend):
@@ -36,6 +36,7 @@ class ExecuTorchBackend(Backend):
                 self._methods[(comp, method)] = program.load_method(method)
 
     def _run(self, comp: str, method: str, inputs: list[Tensor]) -> Tensor:
+        check_inputs(self.manifest, self.bundle, comp, method, inputs)
         return self._methods[(comp, method)].execute(inputs)[0]
 
     def lm_reset(self) -> None:

@@ -95,3 +95,18 @@ def sha256_tree(path: Path) -> str:
 
 def tree_size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def check_inputs(manifest: dict, bundle: Path, component: str, method: str, inputs: list) -> None:
+    """Refuse inputs whose shapes differ from the exported static shapes, naming the file and the fix."""
+    entry = manifest["components"][component]
+    specs = entry["methods"][method]["inputs"]
+    fname = entry.get("files", {}).get(method, entry["file"])
+    for spec, value in zip(specs, inputs):
+        shape = list(value.shape)
+        if shape != spec["shape"]:
+            raise BundleError(
+                f"{Path(bundle) / fname}: input '{spec['name']}' of {component}.{method} has shape {shape}, but the "
+                f"bundle was exported for {spec['shape']}; pass inputs of the exported shape or re-export with "
+                "matching sizes (--window-seconds)"
+            )

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .backend import Backend, prefill_in_pieces
-from .manifest import BundleError, stream_spec_from_manifest
+from .manifest import BundleError, check_inputs, stream_spec_from_manifest
 
 
 class OnnxBackend(Backend):
@@ -48,6 +48,7 @@ class OnnxBackend(Backend):
         self.cache = np.zeros(self._cache_shape, dtype=np.float32)
 
     def _run(self, comp: str, method: str, feeds: dict) -> list[np.ndarray]:
+        check_inputs(self.manifest, self.bundle, comp, method, list(feeds.values()))
         return self._sessions[(comp, method)].run(None, feeds)
 
     def lm_reset(self) -> None:

@@ -39,4 +39,6 @@ def open_bundle(bundle: str | Path, backend: str | None = None) -> tuple[Backend
         from .onnx_backend import OnnxBackend
 
         return OnnxBackend(bundle, manifest), manifest
-    raise BackendUnavailable("the Core ML backend is not implemented in this version")
+    from .coreml_backend import CoreMLBackend
+
+    return CoreMLBackend(bundle, manifest), manifest

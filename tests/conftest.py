@@ -43,7 +43,7 @@ def bundle_factory(tiny_model, tmp_path_factory):
     def make(target: str, recipe: str, **options) -> object:
         key = (target, recipe, tuple(sorted(options.items())))
         if key not in cache:
-            options = {"steps": 2, "sampler_artifact": False, **options}
+            options = {"steps": 2, "sampler_artifact": False, "model_source": {"config": "tiny", "seed": 0}, **options}
             out = root / f"{target}-{recipe}-{len(cache)}"
             export_bundle(
                 tiny_model,

@@ -1,0 +1,118 @@
+"""Every backend that runs on Linux streams from a tiny bundle exactly like the PyTorch reference."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from melody_edge.runtime.bundle_generate import bundle_conditioning, generate_from_bundle
+from melody_edge.runtime.manifest import BundleError
+from melody_edge.runtime.open import BackendUnavailable, open_bundle
+from melody_edge.runtime.verify import format_verify, frechet_distance, verify_bundle
+
+LINUX_TARGETS = ["executorch-xnnpack", "onnx"]
+
+
+@pytest.mark.parametrize("target", LINUX_TARGETS)
+def test_three_streamed_chunks_equal_the_reference(bundle_factory, target):
+    bundle = bundle_factory(target, "fp32")
+    report = verify_bundle(bundle, seconds=7.5, fd_seeds=0)  # 3 chunks of 2.5 s
+    assert report["gate"]["passed"], format_verify(report)
+    assert [r["tokens"] > 0 for r in report["chunks"]] == [True, True, True, False]  # 3 chunks + the VAE flush
+    assert report["overall"]["tokens_identical"]
+    assert report["overall"]["audio_snr_db"] >= 60
+    assert all(r["latent_snr_db"] >= 60 for r in report["chunks"] if r["tokens"])
+
+
+@pytest.mark.parametrize("target", LINUX_TARGETS)
+def test_bundle_chunks_are_seamless(bundle_factory, tiny_model, target):
+    """Concatenated streamed chunks equal the offline decode of the streamed latents."""
+    from melody_edge.runtime.pipeline import GenerationSettings, StreamingGenerator
+
+    backend, manifest = open_bundle(bundle_factory(target, "fp32"))
+    settings = GenerationSettings(seconds=7.5, steps=2, seed=3)
+    chunks = list(StreamingGenerator(backend, backend.spec).stream(manifest["presets"][0]["tokens"], settings))
+    latents = np.concatenate([c.latents for c in chunks], axis=1)
+    with torch.no_grad():
+        offline = tiny_model.vae.decode(torch.from_numpy(latents)[None])[0].numpy()
+    streamed = np.concatenate([c.audio for c in chunks])
+    assert streamed.shape == offline.shape
+    assert np.abs(streamed - offline).max() <= 1e-4 * max(np.abs(offline).max(), 1e-6)
+
+
+def test_generate_from_bundle_writes_wav_and_report(bundle_factory, tmp_path):
+    out = tmp_path / "x.wav"
+    report = generate_from_bundle(
+        bundle_factory("onnx", "fp32"), prompt="test", tokens=None, seconds=3.0, out=out, progress=False
+    )
+    audio, sr = sf.read(out)
+    assert sr == 24000 and len(audio) == 3 * 24000
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["conditioning_source"] == "preset 'test'" and saved["backend"] == "onnx"
+    assert report["real_time_factor"] > 0
+
+
+def test_text_prompts_go_through_the_bundles_rvq(bundle_factory, tiny_model):
+    bundle = bundle_factory("onnx", "fp32")
+    _, manifest = open_bundle(bundle)
+    codes, how = bundle_conditioning(bundle, manifest, "slow ambient synth pads", None)
+    assert how == "text encoder + the bundle's RVQ" and len(codes) == 12
+    from melody_edge.models.conditioning import SentenceEmbeddingTextEncoder, default_text_encoder_dir
+
+    with torch.no_grad():
+        want = tiny_model.conditioner.tokens_from_prompt(
+            ["slow ambient synth pads"], SentenceEmbeddingTextEncoder(default_text_encoder_dir())
+        )
+    assert codes == want[0].tolist()
+    with pytest.raises(ValueError, match="got 2 conditioning tokens"):
+        bundle_conditioning(bundle, manifest, None, "1,2")
+
+
+@pytest.mark.parametrize("target", LINUX_TARGETS)
+def test_wrong_input_shapes_name_the_file(bundle_factory, target):
+    backend, _ = open_bundle(bundle_factory(target, "fp32"))
+    spec = backend.spec
+    with pytest.raises(BundleError, match=r"dpd\.(pte|onnx): input 'z' of dpd\.forward has shape"):
+        backend.dpd(torch.zeros(2, spec.latent_channels, 100), torch.zeros(2, 100), torch.zeros(2, 10).long())
+
+
+def test_backend_choice_is_checked(bundle_factory):
+    bundle = bundle_factory("onnx", "fp32")
+    with pytest.raises(BundleError, match="exported for onnx; the executorch backend cannot run it"):
+        open_bundle(bundle, "executorch")
+    with pytest.raises(BundleError, match="unknown backend 'tflite'"):
+        open_bundle(bundle, "tflite")
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="checks the non-macOS message")
+def test_core_ml_is_refused_off_apple(bundle_factory, tmp_path):
+    bundle = bundle_factory("onnx", "fp32")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    fake = tmp_path / "coreml"
+    import shutil
+
+    shutil.copytree(bundle, fake)
+    manifest["target"] = "coreml"
+    (fake / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackendUnavailable, match="Core ML runs only on macOS/iOS"):
+        open_bundle(fake)
+
+
+def test_frechet_distance_is_zero_for_equal_statistics_and_grows_with_shift():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2000, 8))
+    assert abs(frechet_distance(a, a)) < 1e-8
+    assert frechet_distance(a, a + 0.5) == pytest.approx(8 * 0.25, rel=1e-6)
+
+
+def test_quantized_bundle_reports_distribution_distance(bundle_factory):
+    report = verify_bundle(bundle_factory("onnx", "int8"), seconds=5.0, fd_seeds=2, fd_seconds=5.0)
+    d = report["distribution"]
+    assert d["fd_bundle_vs_reference"] >= 0 and d["fd_reference_vs_reference_other_seed"] > 0
+    assert report["gate"]["passed"]
+    assert "Fréchet" in format_verify(report)
