@@ -10,6 +10,7 @@ from pathlib import Path
 from ..models.conditioning import parse_token_list
 from ..models.melody import MeLoDy
 from ..quantization.recipes import RecipeError, available_recipes, load_recipe
+from ..runtime.manifest import BundleError
 from .bundle import HOST_TARGETS, ExportError, export_bundle, unbuildable_reason
 from .parity import ParityError
 
@@ -47,18 +48,22 @@ def export_all(
     out_dir: str | Path,
     targets: tuple[str, ...] = HOST_TARGETS,
     log: Callable[[str], None] = print,
+    pairs: list[tuple[str, str]] | None = None,
     **options,
 ) -> list[dict]:
-    """Build ``out_dir/<target>-<recipe>`` for every buildable pair; never stop at the first failure.
+    """Build ``out_dir/<target>-<recipe>`` for every buildable pair (or only ``pairs``); never stop at
+    the first failure.
 
     Returns one row per pair: target, recipe, status (ok | failed | skipped), reason, bundle size,
     export seconds and the weakest parity figure.
     """
     out_dir = Path(out_dir)
     rows = []
-    for target in targets:
+    for target in targets if pairs is None else list(dict.fromkeys(t for t, _ in pairs)):
         why = unbuildable_reason(target)
         names = available_recipes(target) if why is None else []
+        if pairs is not None:
+            names = [r for t, r in pairs if t == target]
         if why is not None:
             rows.append(_row(target, "*", "skipped", why))
             continue
@@ -68,7 +73,7 @@ def export_all(
             t0 = time.perf_counter()
             try:
                 manifest = export_bundle(model, target, load_recipe(target, name), bundle, log=log, **options)
-            except (ParityError, ExportError, RecipeError) as exc:
+            except (ParityError, ExportError, RecipeError, BundleError) as exc:
                 rows.append(_row(target, name, "failed", str(exc), seconds=time.perf_counter() - t0))
                 log(f"   FAILED: {exc}")
                 continue

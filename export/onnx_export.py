@@ -244,10 +244,54 @@ def export_onnx_components(
             size = path.stat().st_size
             log(f"  {name + '.' + method:<20} -> {fname} ({size / 1e6:.2f} MB, {time.perf_counter() - t0:.1f} s)")
         entry["file"] = next(iter(entry["files"].values()))
+        if len(entry["files"]) > 1:
+            data = f"{name}.weights"
+            saved = share_weights([tmp / f for f in entry["files"].values()], tmp / data)
+            entry["shared_weights"] = data
+            n = len(entry["files"])
+            log(f"  {name:<20} -> {data}: weights stored once for {n} graphs ({saved / 1e6:.2f} MB saved)")
         if name == "lm":
             entry["state"] = "kv cache: explicit input 'cache' and output 'present' [L, 2, 1, H, S, Dh]"
         components[name] = entry
     return components, quantized, emulate_onnx_quantization(model, recipe)
+
+
+def share_weights(paths: list[Path], data_path: Path, min_bytes: int = 1024) -> int:
+    """Store initializers that several graphs hold byte for byte once, in ``data_path`` (ONNX external data).
+
+    ONNX has one graph per file, so the LM's ``prefill`` and ``decode`` graphs would each carry every
+    weight. Returns the bytes saved. Tensors that differ between graphs stay inside their graph.
+    """
+    import hashlib
+
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    models = [onnx.load(str(p)) for p in paths]
+    seen: dict[str, list] = {}
+    for model in models:
+        for t in model.graph.initializer:
+            if len(t.raw_data) >= min_bytes:
+                seen.setdefault(hashlib.sha256(t.raw_data).hexdigest(), []).append(t)
+    offsets: dict[str, tuple[int, int]] = {}
+    saved = 0
+    with open(data_path, "wb") as f:
+        for digest, tensors in seen.items():
+            if len(tensors) < 2:
+                continue
+            raw = tensors[0].raw_data
+            # 4 KB alignment lets runtimes memory-map each tensor.
+            f.write(b"\0" * (-f.tell() % 4096))
+            offsets[digest] = (f.tell(), len(raw))
+            f.write(raw)
+            saved += len(raw) * (len(tensors) - 1)
+            for t in tensors:
+                offset, length = offsets[digest]
+                set_external_data(t, location=data_path.name, offset=offset, length=length)
+                t.ClearField("raw_data")
+    for model, path in zip(models, paths):
+        onnx.save_model(model, str(path))
+    return saved
 
 
 def emulate_onnx_quantization(model: MeLoDy, recipe: Recipe) -> MeLoDy | None:

@@ -306,5 +306,49 @@ def verify(
         sys.exit(1)
 
 
+@main.command("bench")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="Audio streamed per run.")
+@click.option("--threads", type=int, default=None, help="CPU threads per run (default: all cores).")
+@click.option("--steps", type=int, default=None, help="Sampler steps (default: each bundle's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-eager", is_flag=True, help="Leave out the PyTorch eager reference run.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the report here.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="PNG of per-chunk latency.")
+def bench_cmd(
+    bundles: tuple[Path, ...],
+    seconds: float,
+    threads: int | None,
+    steps: int | None,
+    seed: int,
+    no_eager: bool,
+    json_out: Path | None,
+    plot: Path | None,
+) -> None:
+    """Stream from BUNDLES and the eager reference side by side: latency, RTF, memory, size."""
+    from melody_edge.runtime.bench import bench, format_bench, plot_bench
+    from melody_edge.runtime.wav import atomic_write_text
+
+    try:
+        result = bench(
+            list(bundles),
+            seconds=seconds,
+            threads=threads,
+            steps=steps,
+            seed=seed,
+            include_eager=not no_eager,
+            log=lambda m: click.echo(m, err=True),
+        )
+    except _export_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_bench(result))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json_out, json.dumps(result, indent=2, default=float) + "\n")
+        click.echo(f"wrote {json_out}")
+    if plot:
+        click.echo(f"wrote {plot_bench(result, plot)}")
+
+
 if __name__ == "__main__":
     main()

@@ -54,6 +54,10 @@ def test_onnx_bundle_passes_gate(bundle_factory, recipe):
         assert "lm.layers.0.ffn.w_gate" in layers and "lm.head" not in layers
     lm = manifest["components"]["lm"]
     assert set(lm["files"]) == {"prefill", "decode"}
+    # The two LM graphs share one weights file instead of carrying every weight twice.
+    assert lm["shared_weights"] == "lm.weights"
+    files = manifest["files"]
+    assert files["lm.prefill.onnx"]["bytes"] < files["lm.weights"]["bytes"] / 4
     assert [t["name"] for t in lm["methods"]["decode"]["inputs"]] == ["token", "pos", "cache"]
 
 
