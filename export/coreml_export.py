@@ -38,6 +38,7 @@ from ..quantization.recipes import Recipe, RecipeError
 from ..quantization.torchao_quant import _kept, check_group_size
 from . import adapters
 from .adapters import MethodSpec
+from .bundle import ExportError
 
 COREML_TARGETS = ("coreml", "executorch-coreml")
 SUPPORTED_WEIGHTS = {
@@ -54,7 +55,7 @@ WEIGHTS_DIR = ("Data", "com.apple.CoreML", "weights")
 STATE_DTYPE = "FLOAT16"
 
 
-class CoreMLExportError(RuntimeError):
+class CoreMLExportError(ExportError):
     """A Core ML conversion step failed; the message names the component and the step."""
 
 

@@ -95,8 +95,10 @@ def onnx_lm_specs(lm: SemanticLM, specs: dict[str, MethodSpec]) -> dict[str, Met
 def export_onnx(module: nn.Module, spec: MethodSpec, path: Path) -> None:
     """Static-shape dynamo export of one method to ``path`` (weights inside the file when < 2 GB)."""
     module = module.eval().requires_grad_(False)
-    # The exporter logs a warning per missing optional op library (torchvision) on every call.
+    # The exporter logs a warning per missing optional op library (torchvision) on every call, and
+    # onnxscript's optimizer an INFO line per rewrite once onnxruntime.quantization has configured logging.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    logging.getLogger("onnxscript").setLevel(logging.WARNING)
     quiet = io.StringIO()
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
         warnings.simplefilter("ignore")

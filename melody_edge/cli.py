@@ -313,6 +313,7 @@ def verify(
 @click.option("--steps", type=int, default=None, help="Sampler steps (default: each bundle's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-eager", is_flag=True, help="Leave out the PyTorch eager reference run.")
+@click.option("--stepwise", is_flag=True, help="Run T network calls even where a bundle has the unrolled sampler.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the report here.")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="PNG of per-chunk latency.")
 def bench_cmd(
@@ -322,6 +323,7 @@ def bench_cmd(
     steps: int | None,
     seed: int,
     no_eager: bool,
+    stepwise: bool,
     json_out: Path | None,
     plot: Path | None,
 ) -> None:
@@ -337,6 +339,7 @@ def bench_cmd(
             steps=steps,
             seed=seed,
             include_eager=not no_eager,
+            use_sampler=not stepwise,
             log=lambda m: click.echo(m, err=True),
         )
     except _export_errors() as exc:

@@ -95,6 +95,16 @@ class Backend(abc.ABC):
     def vae_decode(self, z: Tensor) -> Tensor:
         """z: [1, C, R + chunk + R] normalised latents -> audio of the middle chunk [chunk * hop]."""
 
+    def sample_window(
+        self, z: Tensor, angles: Tensor, target: Tensor, tokens: Tensor, guidance_scale: float, steps: int
+    ) -> Tensor | None:
+        """The whole T-step sampler in one call when the backend has it for ``steps``, else None.
+
+        z [1, C, W]; angles [1, W]; target [1, W] bool; tokens [1, S] -> z [1, C, W]. Bundles exported
+        with the unrolled sampler artifact implement it; the pipeline falls back to T ``dpd`` calls.
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
 

@@ -35,7 +35,9 @@ def _set_threads(threads: int | None) -> None:
             pass
 
 
-def _run_one(kind: str, bundle: str, seconds: float, steps: int | None, threads: int | None, seed: int) -> dict:
+def _run_one(
+    kind: str, bundle: str, seconds: float, steps: int | None, threads: int | None, seed: int, use_sampler: bool = True
+) -> dict:
     """Stream ``seconds`` of audio with one backend and measure it (runs inside the child process)."""
     import torch
 
@@ -74,14 +76,16 @@ def _run_one(kind: str, bundle: str, seconds: float, steps: int | None, threads:
         seed=seed,
     )
     codes, _ = bundle_conditioning(bundle, manifest, None, None)
-    counts = {"dpd": 0, "lm_decode": 0, "lm_prefill": 0, "vae_decode": 0}
+    counts = {"dpd": 0, "lm_decode": 0, "lm_prefill": 0, "vae_decode": 0, "dpd_sampler": 0}
 
     def recorder(event: str, payload: dict) -> None:
         if event in counts:
             counts[event] += 1
+        if event == "dpd_sampler":  # one call, but T guided network passes inside
+            counts["dpd"] += payload["steps"]
 
     spec = backend.spec
-    gen = StreamingGenerator(backend, spec, recorder)
+    gen = StreamingGenerator(backend, spec, recorder, use_sampler_artifact=use_sampler)
     chunks = []
     start = last = time.perf_counter()
     first_audio = None
@@ -135,6 +139,7 @@ def _run_one(kind: str, bundle: str, seconds: float, steps: int | None, threads:
         "chunk_audio_s": spec.chunk_frames / spec.latent_rate,
         "lm_tokens_per_s": tokens / lm_total if lm_total else None,
         "dpd_step_s": sum(c["dpd_s"] for c in full) / dpd_calls,
+        "sampler_artifact_calls": counts["dpd_sampler"],
         "vae_chunk_s": float(np.median([c["vae_s"] for c in full])) if full else None,
         "peak_rss_mb": peak_rss_mb(),
         "bundle_bytes": None if kind == "eager" else _bundle_bytes(bundle),
@@ -191,6 +196,7 @@ def bench(
     seed: int = 0,
     include_eager: bool = True,
     isolate: bool = True,
+    use_sampler: bool = True,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """Benchmark every bundle, plus the eager reference of the first bundle's model, in one run."""
@@ -204,7 +210,7 @@ def bench(
     plan = ([("eager", paths[0])] if include_eager else []) + [("bundle", p) for p in paths]
     for kind, path in plan:
         log(f"benchmarking {'eager reference of ' if kind == 'eager' else ''}{path} ({seconds:g} s of audio) ...")
-        runs.append(runner(kind, path, seconds, steps, threads, seed))
+        runs.append(runner(kind, path, seconds, steps, threads, seed, use_sampler))
     eager = next((r for r in runs if r["kind"] == "eager"), None)
     for r in runs:
         r["speedup_vs_eager"] = (

@@ -13,7 +13,7 @@ import torch
 from melody_edge.runtime.bundle_generate import bundle_conditioning, generate_from_bundle
 from melody_edge.runtime.manifest import BundleError
 from melody_edge.runtime.open import BackendUnavailable, open_bundle
-from melody_edge.runtime.verify import format_verify, frechet_distance, verify_bundle
+from melody_edge.runtime.verify import format_verify, frechet_distance, snr_db, verify_bundle
 
 LINUX_TARGETS = ["executorch-xnnpack", "onnx"]
 
@@ -116,3 +116,26 @@ def test_quantized_bundle_reports_distribution_distance(bundle_factory):
     assert d["fd_bundle_vs_reference"] >= 0 and d["fd_reference_vs_reference_other_seed"] > 0
     assert report["gate"]["passed"]
     assert "Fréchet" in format_verify(report)
+
+
+def test_unrolled_sampler_artifact_streams_like_the_stepwise_sampler(bundle_factory):
+    from melody_edge.runtime.pipeline import GenerationSettings, StreamingGenerator
+
+    backend, manifest = open_bundle(bundle_factory("onnx", "fp32", sampler_artifact=True))
+    settings = GenerationSettings(seconds=5.0, steps=manifest["sampler"]["steps"], seed=1)
+    events = []
+    fast = list(
+        StreamingGenerator(backend, backend.spec, lambda e, p: events.append(e)).stream(
+            manifest["presets"][0]["tokens"], settings
+        )
+    )
+    slow = list(
+        StreamingGenerator(backend, backend.spec, use_sampler_artifact=False).stream(
+            manifest["presets"][0]["tokens"], settings
+        )
+    )
+    assert events.count("dpd_sampler") == 2 and "dpd" not in events
+    for a, b in zip(fast, slow):
+        assert a.tokens == b.tokens
+        if a.tokens:
+            assert snr_db(b.latents, a.latents) >= 60
