@@ -109,6 +109,23 @@ class Backend(abc.ABC):
         """Release resources."""
 
 
+class BundleBackend(Backend):
+    """A backend that runs an exported bundle (``self.manifest``), with its optional unrolled sampler."""
+
+    manifest: dict
+
+    @abc.abstractmethod
+    def dpd_sampler(self, z: Tensor, angles: Tensor, target: Tensor, tokens: Tensor, guidance: Tensor) -> Tensor:
+        """The unrolled T-step sampler artifact: target [1, W] float, guidance [1]."""
+
+    def sample_window(
+        self, z: Tensor, angles: Tensor, target: Tensor, tokens: Tensor, guidance_scale: float, steps: int
+    ) -> Tensor | None:
+        if "dpd_sampler" not in self.manifest["components"] or steps != self.manifest["sampler"]["steps"]:
+            return None
+        return self.dpd_sampler(z, angles, target.float(), tokens, torch.tensor([float(guidance_scale)]))
+
+
 def prefill_in_pieces(run_piece, decode, ids: Tensor, start_pos: int, piece: int, max_seq_len: int) -> Tensor:
     """Prefill any number of ids through a program whose prefill has a static length ``piece``.
 

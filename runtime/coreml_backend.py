@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .backend import Backend, prefill_in_pieces
+from .backend import BundleBackend, prefill_in_pieces
 from .manifest import BundleError, stream_spec_from_manifest
 
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "int64": np.int64}
 COMPUTE_UNITS = ("all", "cpu_only", "cpu_and_gpu", "cpu_and_ne")
 
 
-class CoreMLBackend(Backend):
+class CoreMLBackend(BundleBackend):
     name = "coreml"
 
     def __init__(self, bundle: str | Path, manifest: dict, compute_units: str = "all") -> None:

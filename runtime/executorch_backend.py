@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .backend import Backend, prefill_in_pieces
+from .backend import BundleBackend, prefill_in_pieces
 from .manifest import BundleError, check_inputs, stream_spec_from_manifest
 
 
-class ExecuTorchBackend(Backend):
+class ExecuTorchBackend(BundleBackend):
     name = "executorch"
 
     def __init__(self, bundle: str | Path, manifest: dict) -> None:
@@ -59,13 +59,6 @@ class ExecuTorchBackend(Backend):
 
     def vae_decode(self, z: Tensor) -> Tensor:
         return self._run("vae_decoder", "forward", [z.contiguous()])[0]
-
-    def sample_window(
-        self, z: Tensor, angles: Tensor, target: Tensor, tokens: Tensor, guidance_scale: float, steps: int
-    ) -> Tensor | None:
-        if "dpd_sampler" not in self.manifest["components"] or steps != self.manifest["sampler"]["steps"]:
-            return None
-        return self.dpd_sampler(z, angles, target.float(), tokens, torch.tensor([float(guidance_scale)]))
 
     def dpd_sampler(self, z: Tensor, angles: Tensor, target: Tensor, tokens: Tensor, guidance: Tensor) -> Tensor:
         """The unrolled T-step sampler artifact (when the bundle has one)."""

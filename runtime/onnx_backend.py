@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .backend import Backend, prefill_in_pieces
+from .backend import BundleBackend, prefill_in_pieces
 from .manifest import BundleError, check_inputs, stream_spec_from_manifest
 
 
-class OnnxBackend(Backend):
+class OnnxBackend(BundleBackend):
     name = "onnx"
 
     def __init__(self, bundle: str | Path, manifest: dict, threads: int | None = None) -> None:
@@ -79,13 +79,6 @@ class OnnxBackend(Backend):
 
     def vae_decode(self, z: Tensor) -> Tensor:
         return torch.from_numpy(self._run("vae_decoder", "forward", {"z": z.float().contiguous().numpy()})[0][0])
-
-    def sample_window(
-        self, z: Tensor, angles: Tensor, target: Tensor, tokens: Tensor, guidance_scale: float, steps: int
-    ) -> Tensor | None:
-        if "dpd_sampler" not in self.manifest["components"] or steps != self.manifest["sampler"]["steps"]:
-            return None
-        return self.dpd_sampler(z, angles, target.float(), tokens, torch.tensor([float(guidance_scale)]))
 
     def dpd_sampler(self, z: Tensor, angles: Tensor, target: Tensor, tokens: Tensor, guidance: Tensor) -> Tensor:
         """The unrolled T-step sampler artifact (when the bundle has one)."""
