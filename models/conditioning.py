@@ -65,6 +65,7 @@ class ConditionerConfig(ConfigBase):
 CONDITIONER_PRESETS: dict[str, ConditionerConfig] = {
     "tiny": ConditionerConfig(),
     "edge": ConditionerConfig(),
+    "demo": ConditionerConfig(),
     "paper": ConditionerConfig(),
 }
 

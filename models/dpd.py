@@ -301,6 +301,18 @@ DPD_PRESETS: dict[str, DPDConfig] = {
     # Sized for streaming on a phone CPU: the cost per second of audio is steps x chunks x the window
     # pass, so width and depth are small (docs/configs.md has the FLOP budget).
     "edge": DPDConfig(dim=128, n_blocks=4, n_heads=4, ffn_dim=512, merge_widths=(8, 4, 4, 8)),
+    # Trained on 2 CPU cores: a one-layer SRU over 32-frame segments is the cheapest fine path to
+    # back-propagate through; the coarse path keeps the paper's shape.
+    "demo": DPDConfig(
+        dim=96,
+        n_blocks=4,
+        n_heads=4,
+        ffn_dim=384,
+        segment_frames=32,
+        merge_widths=(8, 4, 4, 8),
+        sru_layers=1,
+        angle_dim=64,
+    ),
     # The paper's 296.6M: hidden 768, 8 dual-path blocks, 2-layer bidirectional SRU; merge widths
     # shortest in the middle blocks.
     "paper": DPDConfig(

@@ -178,6 +178,8 @@ LM_PRESETS: dict[str, LMConfig] = {
     # ~20M: decode on a phone CPU is bound by reading the weights once per token; 8 x 384 keeps a
     # 63-token chunk under ~0.1 s at int8. See docs/configs.md.
     "edge": LMConfig(dim=384, n_layers=8, n_heads=6, ffn_dim=1024),
+    # The trained demo checkpoint (docs/model_card.md): small enough to train on 2 CPU cores.
+    "demo": LMConfig(dim=256, n_layers=6, n_heads=4, ffn_dim=768),
     # The paper's 429.5M: MusicLM's semantic stage shape (24 x 1024, 16 heads); SwiGLU width 4224
     # (a multiple of 128, so int4 group sizes up to 128 divide every linear).
     "paper": LMConfig(dim=1024, n_layers=24, n_heads=16, ffn_dim=4224),

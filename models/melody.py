@@ -119,7 +119,7 @@ class MelodyConfig(ConfigBase):
 
 
 def preset(name: str) -> MelodyConfig:
-    """A built-in config: ``tiny`` (tests), ``edge`` (on-device flagship) or ``paper`` (the paper's sizes)."""
+    """A built-in config: ``tiny`` (tests), ``demo`` (the trained demo), ``edge`` (on-device flagship) or ``paper``."""
     if name not in PRESET_STEPS:
         raise ConfigError(f"config: unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
     return MelodyConfig(
@@ -134,7 +134,7 @@ def preset(name: str) -> MelodyConfig:
 
 
 # Few-step defaults: the paper reports T = 5..20; on-device configs favour the low end.
-PRESET_STEPS = {"tiny": 4, "edge": 5, "paper": 10}
+PRESET_STEPS = {"tiny": 4, "demo": 5, "edge": 5, "paper": 10}
 PRESET_NAMES = tuple(PRESET_STEPS)
 
 

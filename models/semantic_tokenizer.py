@@ -393,5 +393,6 @@ TOKENIZER_PRESETS: dict[str, KMeansTokenizerConfig] = {
     # Fewer mel bands keep CPU tests fast; the vocabulary stays 1024 because the LM's is fixed.
     "tiny": KMeansTokenizerConfig(n_fft=512, n_mels=32),
     "edge": KMeansTokenizerConfig(n_fft=1024, n_mels=64),
+    "demo": KMeansTokenizerConfig(n_fft=1024, n_mels=64),
     "paper": KMeansTokenizerConfig(n_fft=1920, n_mels=128),
 }
