@@ -353,5 +353,14 @@ def bench_cmd(
         click.echo(f"wrote {plot_bench(result, plot)}")
 
 
+def _register() -> None:
+    from melody_edge.cli_train import data, train
+
+    main.add_command(data)
+    main.add_command(train)
+
+
+_register()
+
 if __name__ == "__main__":
     main()

@@ -57,13 +57,18 @@ def save_component(
             str(tmp / WEIGHTS_FILE),
             metadata={"config_class": type(config).__name__, "format": "melody-edge/1"},
         )
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        replace_directory(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def replace_directory(tmp: Path, target: Path) -> None:
+    """Move a completed temporary directory onto ``target``, replacing what was there."""
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,179 @@
+"""``melody-edge data synth`` and ``melody-edge train {tokenizer,conditioner,vae,dpd,lm,all}``: parse, call, print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def data() -> None:
+    """Build training data sets."""
+
+
+@data.command()
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Data set directory to create.")
+@click.option("--hours", type=float, default=1.0, show_default=True, help="Total audio to render.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--soundfont", type=click.Path(path_type=Path), default=None, help="A General MIDI .sf2 file.")
+@click.option("--clip-seconds", type=float, default=10.0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing data set at --out.")
+def synth(out: Path, hours: float, seed: int, soundfont: Path | None, clip_seconds: float, overwrite: bool) -> None:
+    """Render captioned clips from music21's bundled scores with FluidSynth (docs/data.md)."""
+    from melody_edge.training.data_synth import DataSynthError, synthesize_dataset
+
+    try:
+        with click.progressbar(length=max(1, round(hours * 3600 / clip_seconds)), label="clips") as bar:
+            state = {"done": 0}
+
+            def progress(done: int, total: int) -> None:
+                bar.update(done - state["done"])
+                state["done"] = done
+
+            summary = synthesize_dataset(
+                out, hours, seed, soundfont, clip_seconds, overwrite=overwrite, progress=progress
+            )
+    except DataSynthError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{summary.clips} clips ({summary.seconds / 3600:.2f} h) in {summary.out}: splits {summary.splits}, "
+        f"collections {summary.collections}"
+    )
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from melody_edge.models.checkpoint import CheckpointError
+    from melody_edge.models.conditioning import TextEncoderUnavailable
+    from melody_edge.models.config import ConfigError
+    from melody_edge.training.data import DataError
+
+    return (CheckpointError, ConfigError, DataError, TextEncoderUnavailable, ValueError, FloatingPointError)
+
+
+def _common(f):
+    for opt in reversed(
+        (
+            click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="Data set dir."),
+            click.option("--config", "config_name", default="demo", show_default=True, help="tiny, demo, edge, paper."),
+            click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory."),
+            click.option("--seed", type=int, default=0, show_default=True),
+        )
+    ):
+        f = opt(f)
+    return f
+
+
+def _loop_options(f):
+    for opt in reversed(
+        (
+            click.option("--steps", type=int, default=None, help="Optimisation steps (default: per config)."),
+            click.option("--batch-size", type=int, default=None),
+            click.option("--lr", type=float, default=None),
+            click.option("--max-minutes", type=float, default=None, help="Stop (and save) after this wall time."),
+            click.option("--threads", type=int, default=None, help="torch CPU threads."),
+            click.option("--val-every", type=int, default=None),
+            click.option("--save-every", type=int, default=None),
+            click.option("--fresh", is_flag=True, help="Ignore a saved training state and start again."),
+        )
+    ):
+        f = opt(f)
+    return f
+
+
+@click.group()
+def train() -> None:
+    """Train MeLoDy's components (docs/training.md). Each writes RUN/<component>; run under torchrun for DDP."""
+
+
+def _run_loop(component: str, data_dir: Path, config_name: str, out: Path, seed: int, **kw) -> None:
+    from melody_edge.training import pipeline
+
+    fn = {"vae": pipeline.train_vae, "dpd": pipeline.train_dpd, "lm": pipeline.train_lm}[component]
+    try:
+        options = pipeline.default_options(config_name, component, seed=seed, **kw)
+        result = fn(data_dir, config_name, out, options, log=lambda m: click.echo(m, err=True))
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    status = "finished" if result.finished else "stopped early (resume with the same command)"
+    click.echo(f"{component}: step {result.step} {status}; validation {json.dumps(result.validation)}")
+
+
+for _name, _doc in (
+    ("vae", "VAE-GAN: MR-STFT + KL warm-up, then the discriminators and the paper's full loss."),
+    ("dpd", "Dual-path diffusion on VAE latents and semantic tokens (needs RUN/vae and RUN/tokenizer)."),
+    ("lm", "Semantic LM on caption codes + semantic tokens (needs RUN/tokenizer and RUN/conditioner)."),
+):
+
+    def _make(component: str):
+        def command(data_dir, config_name, out, seed, **kw) -> None:
+            _run_loop(component, data_dir, config_name, out, seed, **kw)
+
+        return command
+
+    train.command(name=_name, help=_doc)(_common(_loop_options(_make(_name))))
+
+
+@train.command()
+@_common
+@click.option("--max-frames", type=int, default=150_000, show_default=True, help="Frames k-means sees.")
+def tokenizer(data_dir: Path, config_name: str, out: Path, seed: int, max_frames: int) -> None:
+    """Fit the 25 Hz k-means semantic tokenizer on the training audio."""
+    from melody_edge.training.pipeline import fit_tokenizer
+
+    try:
+        report = fit_tokenizer(data_dir, config_name, out, seed, max_frames, log=lambda m: click.echo(m, err=True))
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(report))
+
+
+@train.command()
+@_common
+def conditioner(data_dir: Path, config_name: str, out: Path, seed: int) -> None:
+    """Fit the 12-level residual quantizer over caption embeddings (needs the text encoder)."""
+    from melody_edge.training.pipeline import fit_conditioner
+
+    try:
+        report = fit_conditioner(data_dir, config_name, out, seed, log=lambda m: click.echo(m, err=True))
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(report))
+
+
+@train.command(name="all")
+@_common
+@click.option("--max-minutes", type=float, default=None, help="Wall-time cap for each of vae, dpd and lm.")
+def train_all_command(data_dir: Path, config_name: str, out: Path, seed: int, max_minutes: float | None) -> None:
+    """tokenizer -> conditioner -> vae -> dpd -> lm -> RUN/checkpoint (resumes what is done)."""
+    from melody_edge.training.pipeline import train_all
+
+    over = {n: {"max_minutes": max_minutes} for n in ("vae", "dpd", "lm")} if max_minutes else None
+    try:
+        result = train_all(data_dir, config_name, out, over, seed, log=lambda m: click.echo(m, err=True))
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"checkpoint: {result.checkpoint}")
+
+
+@train.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="Combined checkpoint to measure.")
+@click.option(
+    "--data", "data_dir", type=click.Path(path_type=Path), required=True, help="Data set (its validation split)."
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Where model_card.json, PNG and WAVs go.")
+@click.option("--clips", type=int, default=24, show_default=True, help="Clips generated from held-out captions.")
+@click.option("--seconds", type=float, default=10.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def evaluate(checkpoint: Path, data_dir: Path, out: Path, clips: int, seconds: float, seed: int) -> None:
+    """The model card's held-out figures: VAE mel SNR, LM CE vs baselines, DPD loss per angle, key accuracy."""
+    from melody_edge.training.evaluate import evaluate_checkpoint
+
+    try:
+        report = evaluate_checkpoint(
+            checkpoint, data_dir, out, clips, seconds, seed, log=lambda m: click.echo(m, err=True)
+        )
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({k: report[k] for k in ("vae", "lm", "dpd", "key_accuracy")}, indent=1))

@@ -1,0 +1,166 @@
+"""Each component trains on the tiny config, lowers its loss, resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from melody_edge.models.checkpoint import CheckpointError
+from melody_edge.models.melody import MeLoDy
+from melody_edge.training import pipeline
+from melody_edge.training.data import DataError, read_index
+from melody_edge.training.loop import TrainOptions, read_log
+from melody_edge.training.state import has_training_state
+
+
+@pytest.fixture(scope="module")
+def fitted_run(toy_data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    pipeline.fit_tokenizer(toy_data, "tiny", run, log=lambda m: None)
+    pipeline.fit_conditioner(toy_data, "tiny", run, log=lambda m: None)
+    return run
+
+
+def _train_losses(run: Path, component: str, metric: str) -> list[float]:
+    return [r["value"] for r in read_log(run / component) if r["split"] == "train" and r["metric"] == metric]
+
+
+def test_tokenizer_and_conditioner_fit(fitted_run):
+    tok = json.loads((fitted_run / "tokenizer" / "fit.json").read_text())
+    assert tok["kmeans_mse"][-1] < tok["kmeans_mse"][0]
+    cond = json.loads((fitted_run / "conditioner" / "fit.json").read_text())
+    errors = cond["residual_error_per_level"]
+    assert errors[-1] <= errors[0] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("component", "metric", "steps"),
+    [("vae", "mrstft", 40), ("dpd", "loss", 40), ("lm", "ce", 40)],
+)
+def test_component_lowers_loss_and_resumes(toy_data, fitted_run, tmp_path, component, metric, steps):
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    if component == "dpd":
+        pipeline.train_vae(toy_data, "tiny", run, pipeline.default_options("tiny", "vae", steps=4), log=lambda m: None)
+    fn = {"vae": pipeline.train_vae, "dpd": pipeline.train_dpd, "lm": pipeline.train_lm}[component]
+    opts = dict(steps=steps, log_every=5, warmup_steps=2, val_every=100, save_every=100)
+    first = fn(toy_data, "tiny", run, pipeline.default_options("tiny", component, **opts), log=lambda m: None)
+    assert first.finished and has_training_state(run / component)
+    losses = _train_losses(run, component, metric)
+    assert sum(losses[-2:]) / 2 < losses[0], losses
+    # Resume: a longer run continues from the saved step instead of starting again.
+    logs: list[str] = []
+    more = fn(
+        toy_data,
+        "tiny",
+        run,
+        pipeline.default_options("tiny", component, **{**opts, "steps": steps + 5}),
+        log=logs.append,
+    )
+    assert more.step == steps + 5
+    assert any(f"resuming from {run / component} at step {steps}" in m for m in logs)
+
+
+def test_resumed_run_equals_uninterrupted(toy_data, fitted_run, tmp_path):
+    """Batches and noise are a function of (seed, step): stopping and resuming changes nothing."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for r in (a, b):
+        shutil.copytree(fitted_run, r)
+    base = dict(log_every=1, warmup_steps=2, val_every=100, save_every=100)
+    pipeline.train_lm(toy_data, "tiny", a, pipeline.default_options("tiny", "lm", steps=6, **base), log=lambda m: None)
+    pipeline.train_lm(toy_data, "tiny", b, pipeline.default_options("tiny", "lm", steps=3, **base), log=lambda m: None)
+    pipeline.train_lm(toy_data, "tiny", b, pipeline.default_options("tiny", "lm", steps=6, **base), log=lambda m: None)
+    # Same LR schedule requires the same total steps: compare the steps after the resume point.
+    la = [r["value"] for r in read_log(a / "lm") if r["metric"] == "ce" and r["split"] == "train"]
+    lb = [r["value"] for r in read_log(b / "lm") if r["metric"] == "ce" and r["split"] == "train"]
+    assert la[:3] == pytest.approx(lb[:3], rel=1e-5)
+
+
+def test_train_all_assembles_a_loadable_checkpoint(toy_data, tmp_path):
+    over = {n: {"steps": 2, "warmup_steps": 1} for n in ("vae", "dpd", "lm")}
+    result = pipeline.train_all(toy_data, "tiny", tmp_path / "run", over, log=lambda m: None)
+    model = MeLoDy.load(result.checkpoint)
+    assert model.config.name == "tiny"
+    weights = (result.checkpoint / "lm" / "model.safetensors").stat().st_size
+    assert weights < 4 * sum(p.numel() for p in model.lm.parameters())  # fp16 on disk
+
+
+def test_missing_prerequisite_names_the_command(toy_data, tmp_path):
+    with pytest.raises(CheckpointError, match="melody-edge train tokenizer"):
+        pipeline.train_dpd(toy_data, "tiny", tmp_path, pipeline.default_options("tiny", "dpd"), log=lambda m: None)
+
+
+def test_config_mismatch_is_refused(toy_data, fitted_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    pipeline.train_lm(toy_data, "tiny", run, pipeline.default_options("tiny", "lm", steps=1), log=lambda m: None)
+    with pytest.raises(CheckpointError, match="different lm config"):
+        pipeline.train_lm(toy_data, "demo", run, pipeline.default_options("demo", "lm", steps=1), log=lambda m: None)
+
+
+def test_bad_data_errors(tmp_path, toy_data):
+    with pytest.raises(DataError, match="melody-edge data synth"):
+        read_index(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(toy_data, broken)
+    with (broken / "index.jsonl").open("a") as fh:
+        fh.write("{not json\n")
+    with pytest.raises(DataError, match=r"index.jsonl:7: not valid JSON"):
+        read_index(broken)
+
+
+def test_options_validate():
+    with pytest.raises(ValueError, match="--steps"):
+        TrainOptions(steps=0)
+    with pytest.raises(ValueError, match="--lr"):
+        TrainOptions(lr=-1.0)
+    o = TrainOptions(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert o.lr_at(0) == pytest.approx(0.1) and o.lr_at(9) == pytest.approx(1.0)
+    assert o.lr_at(100) == pytest.approx(0.1)
+
+
+def test_nonfinite_loss_stops_with_advice(toy_data, fitted_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    with pytest.raises(FloatingPointError, match="lower --lr"):
+        pipeline.train_lm(
+            toy_data, "tiny", run, pipeline.default_options("tiny", "lm", steps=3, lr=1e30), log=lambda m: None
+        )
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun gloo test runs on Linux CI")
+def test_torchrun_two_processes(toy_data, fitted_run, tmp_path):
+    """The same command under torchrun: 2 ranks (gloo), DDP gradients, rank 0 writes the checkpoint."""
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "melody_edge.cli", "train", "lm", "--data", str(toy_data), "--config", "tiny",
+        "--out", str(run), "--steps", "4", "--threads", "1",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    state = json.loads((run / "lm" / "train_state" / "state.json").read_text())
+    assert state["step"] == 4 and state["world_size"] == 2
+    assert torch.isfinite(torch.tensor([r["value"] for r in read_log(run / "lm")])).all()
+
+
+def test_evaluate_writes_the_model_card_figures(toy_data, tmp_path):
+    from melody_edge.training.evaluate import evaluate_checkpoint
+
+    over = {n: {"steps": 1, "warmup_steps": 1} for n in ("vae", "dpd", "lm")}
+    ckpt = pipeline.train_all(toy_data, "tiny", tmp_path / "run", over, log=lambda m: None).checkpoint
+    report = evaluate_checkpoint(ckpt, toy_data, tmp_path / "card", generate_clips=1, seconds=2.5, log=lambda m: None)
+    assert report["lm"]["uniform_ce"] == pytest.approx(6.9315, abs=1e-3)
+    assert report["key_accuracy"]["real_heldout"] == 1.0  # pure arpeggios: the estimator must get them right
+    assert report["key_accuracy"]["finite"] and set(report["dpd"]) >= {"mean", "windows"}
+    assert (tmp_path / "card" / "spectrograms.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "card" / "model_card.json").read_text())["vae"]["clips"] == 2

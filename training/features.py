@@ -1,0 +1,111 @@
+"""Per-clip training inputs derived from audio and captions, cached in the run directory.
+
+The DPD trains on VAE latents and semantic tokens, the LM on caption codes and semantic tokens.
+Computing them once per (data set, component weights) pair and caching them as safetensors keeps
+each training step cheap. A cache entry is keyed by the sha256 of the weights that produced it, so a
+retrained tokenizer or VAE never meets stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from melody_edge.models.conditioning import PromptConditioner, TextEncoder
+from melody_edge.models.semantic_tokenizer import KMeansSemanticTokenizer
+from melody_edge.models.vae import VAE
+
+from .data import AudioSet, Clip
+from .synth_catalog import CAPTION_VARIANTS, caption_variants
+
+Log = Callable[[str], None]
+
+
+def weights_digest(component_dir: Path) -> str:
+    return hashlib.sha256((Path(component_dir) / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+
+def _cached(path: Path, build: Callable[[], dict[str, Tensor]], log: Log | None) -> dict[str, Tensor]:
+    if path.is_file():
+        return load_file(str(path))
+    if log:
+        log(f"computing {path.name} ...")
+    tensors = {k: v.contiguous() for k, v in build().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # ranks of a DDP run may write the same entry at once
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+    return tensors
+
+
+def semantic_tokens(
+    cache: Path, split: str, audio: AudioSet, tokenizer: KMeansSemanticTokenizer, digest: str, log: Log | None = None
+) -> list[Tensor]:
+    """Tokens of every clip of the split: list of long [T_i]."""
+
+    def build() -> dict[str, Tensor]:
+        return {c.id: tokenizer.tokenize(a[None])[0] for c, a in zip(audio.clips, audio.audio, strict=True)}
+
+    got = _cached(cache / f"tokens-{split}-{digest}.safetensors", build, log)
+    return [got[c.id] for c in audio.clips]
+
+
+@torch.no_grad()
+def vae_latents(
+    cache: Path, split: str, audio: AudioSet, vae: VAE, digest: str, log: Log | None = None
+) -> list[Tensor]:
+    """Normalised posterior-mean latents of every clip: list of [C, F_i]."""
+    hop = vae.hop_length
+
+    def build() -> dict[str, Tensor]:
+        out = {}
+        for c, a in zip(audio.clips, audio.audio, strict=True):
+            n = a.numel() // hop * hop
+            out[c.id] = vae.latent(a[None, :n])[0]
+        return out
+
+    got = _cached(cache / f"latents-{split}-{digest}.safetensors", build, log)
+    return [got[c.id] for c in audio.clips]
+
+
+def caption_codes(
+    cache: Path,
+    split: str,
+    clips: list[Clip],
+    conditioner: PromptConditioner,
+    encoder: TextEncoder,
+    digest: str,
+    log: Log | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Prefix codes of every clip's caption ``[N, levels]`` and of its phrasings ``[N, V, levels]``."""
+
+    def build() -> dict[str, Tensor]:
+        variants = [clip_captions(c) for c in clips]
+        flat = [text for v in variants for text in v]
+        emb = embed_texts(flat, encoder)
+        codes = conditioner.tokens_from_embeddings(emb).reshape(len(clips), len(variants[0]), -1)
+        return {"caption": codes[:, 0].contiguous(), "variants": codes}
+
+    got = _cached(cache / f"codes-{split}-{digest}.safetensors", build, log)
+    return got["caption"], got["variants"]
+
+
+def clip_captions(clip: Clip) -> list[str]:
+    """The clip's own caption first, then its other phrasings (the caption repeated when the index has no
+    facts to build them from)."""
+    try:
+        extra = caption_variants(clip.facts)
+    except (KeyError, TypeError, IndexError):
+        extra = []
+    out = [clip.caption, *[t for t in extra if t != clip.caption]]
+    return (out + [clip.caption] * CAPTION_VARIANTS)[:CAPTION_VARIANTS]
+
+
+def embed_texts(texts: list[str], encoder: TextEncoder, batch: int = 64) -> Tensor:
+    return torch.cat([encoder.embed(texts[i : i + batch]) for i in range(0, len(texts), batch)])

@@ -1,0 +1,229 @@
+"""What ``melody-edge train <component>`` and ``train all`` call: data, prerequisites, task, loop.
+
+Every function takes the data directory, a config name (or :class:`MelodyConfig`) and the run
+directory, and writes its component to ``RUN/<component>`` (see :mod:`.run_dir`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from melody_edge.models.checkpoint import save_component
+from melody_edge.models.conditioning import PromptConditioner, SentenceEmbeddingTextEncoder, default_text_encoder_dir
+from melody_edge.models.melody import MelodyConfig, preset
+from melody_edge.models.semantic_tokenizer import KMeansSemanticTokenizer
+
+from . import features
+from .data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
+from .loop import Runtime, TrainOptions, TrainResult, init_runtime, run_training
+from .run_dir import assemble_checkpoint, check_config, component_dir, load_conditioner, load_tokenizer, load_vae
+from .train_seq import DPDTask, DPDTrainSettings, LMTask, LMTrainSettings
+from .train_vae import VAETask, VAETrainSettings
+
+Log = Callable[[str], None]
+
+# Per-config defaults for the iterative trainers; command-line flags override them.
+DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {
+        "vae": {"steps": 20, "batch_size": 2, "lr": 1e-3, "warmup_steps": 2, "val_every": 10, "save_every": 10},
+        "dpd": {"steps": 20, "batch_size": 2, "lr": 1e-3, "warmup_steps": 2, "val_every": 10, "save_every": 10},
+        "lm": {"steps": 20, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "val_every": 10, "save_every": 10},
+    },
+    # Sized for 2 CPU cores in about 40 minutes per network (docs/model_card.md); scale up on a GPU.
+    "demo": {
+        "vae": {"steps": 900, "batch_size": 8, "lr": 1e-3, "warmup_steps": 50, "val_every": 150, "save_every": 50},
+        "dpd": {"steps": 800, "batch_size": 4, "lr": 1e-3, "warmup_steps": 50, "val_every": 200, "save_every": 50},
+        "lm": {"steps": 800, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50, "val_every": 200, "save_every": 50},
+    },
+}
+VAE_SETTINGS = {
+    "tiny": VAETrainSettings(crop_seconds=0.25, disc_width=2, disc_start=10, val_clips=2, val_seconds=0.5),
+    "demo": VAETrainSettings(crop_seconds=0.4, disc_width=8, disc_start=700),
+}
+
+
+def resolve_config(config: MelodyConfig | str) -> MelodyConfig:
+    return preset(config) if isinstance(config, str) else config
+
+
+def default_options(config_name: str, component: str, **overrides: Any) -> TrainOptions:
+    base = DEFAULTS.get(config_name, DEFAULTS["demo"]).get(component, {})
+    return TrainOptions(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def _audio(data: Path, cfg: MelodyConfig, min_seconds: float = 0.0) -> tuple[AudioSet, AudioSet]:
+    clips = read_index(data)
+    n = round(min_seconds * cfg.sample_rate)
+    return (
+        AudioSet(split_clips(clips, TRAIN), cfg.sample_rate, max(n, 1)),
+        AudioSet(split_clips(clips, VALIDATION), cfg.sample_rate, max(n, 1)),
+    )
+
+
+def fit_tokenizer(
+    data: Path, config: MelodyConfig | str, run: Path, seed: int = 0, max_frames: int = 150_000, log: Log = print
+) -> dict[str, Any]:
+    """k-means semantic tokenizer on the training audio -> RUN/tokenizer (+ fit.json)."""
+    cfg = resolve_config(config)
+    t0 = time.monotonic()
+    train = AudioSet(split_clips(read_index(data), TRAIN), cfg.sample_rate, cfg.tokenizer.hop_length)
+    log(f"[tokenizer] features of {len(train)} clips, k-means with {cfg.tokenizer.vocab_size} centroids")
+    tok = KMeansSemanticTokenizer(cfg.tokenizer)
+    history = tok.fit(train.audio, seed=seed, max_frames=max_frames)
+    used = int(torch.unique(torch.cat([tok.tokenize(a[None])[0] for a in train.audio[:64]])).numel())
+    report = {
+        "clips": len(train),
+        "kmeans_mse": [round(float(h), 5) for h in history],
+        "codes_used_first_64_clips": used,
+        "wall_seconds": round(time.monotonic() - t0, 1),
+    }
+    _save_fit(run, "tokenizer", cfg.tokenizer, tok, report)
+    log(f"[tokenizer] done: k-means mse {report['kmeans_mse'][0]} -> {report['kmeans_mse'][-1]}, {used} codes used")
+    return report
+
+
+def fit_conditioner(
+    data: Path, config: MelodyConfig | str, run: Path, seed: int = 0, log: Log = print
+) -> dict[str, Any]:
+    """12-level residual quantizer over the training captions' text embeddings -> RUN/conditioner."""
+    cfg = resolve_config(config)
+    t0 = time.monotonic()
+    clips = split_clips(read_index(data), TRAIN)
+    encoder = SentenceEmbeddingTextEncoder(default_text_encoder_dir())  # raises TextEncoderUnavailable
+    texts = sorted({t for c in clips for t in features.clip_captions(c)})
+    log(f"[conditioner] embedding {len(texts)} phrasings of {len(clips)} captions with {encoder.model_dir.name}")
+    emb = features.embed_texts(texts, encoder)
+    cond = PromptConditioner(cfg.conditioner)
+    errors = cond.rvq.fit(emb, seed=seed)
+    report = {
+        "captions": len(clips),
+        "distinct_captions": len({c.caption for c in clips}),
+        "distinct_phrasings": len(texts),
+        "residual_error_per_level": [round(float(e), 5) for e in errors],
+        "wall_seconds": round(time.monotonic() - t0, 1),
+    }
+    _save_fit(run, "conditioner", cfg.conditioner, cond, report)
+    log(f"[conditioner] done: residual error after 12 levels {report['residual_error_per_level'][-1]}")
+    return report
+
+
+def _save_fit(run: Path, name: str, config, module, report: dict[str, Any]) -> None:
+    d = component_dir(run, name)
+    save_component(d, config, module)
+    (d / "fit.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+def _vae_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> VAETask:
+    settings = VAE_SETTINGS.get(cfg.name, VAETrainSettings())
+    train, val = _audio(data, cfg, settings.val_seconds)
+    return VAETask(cfg.vae, train, val, options, settings, rt)
+
+
+def _token_data(data: Path, cfg: MelodyConfig, run: Path, needed_by: str, log: Log):
+    tok = load_tokenizer(run, needed_by)
+    digest = features.weights_digest(component_dir(run, "tokenizer"))
+    train, val = _audio(data, cfg)
+    cache = Path(run) / "cache"
+    return (
+        train,
+        val,
+        features.semantic_tokens(cache, TRAIN, train, tok, digest, log),
+        features.semantic_tokens(cache, VALIDATION, val, tok, digest, log),
+    )
+
+
+def _dpd_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> DPDTask:
+    train, val, tok_train, tok_val = _token_data(data, cfg, run, "train dpd", log)
+    vae = load_vae(run, "train dpd")
+    digest = features.weights_digest(component_dir(run, "vae"))
+    cache = Path(run) / "cache"
+    z_train = features.vae_latents(cache, TRAIN, train, vae, digest, log)
+    z_val = features.vae_latents(cache, VALIDATION, val, vae, digest, log)
+    return DPDTask(cfg.dpd, (z_train, tok_train), (z_val, tok_val), options, DPDTrainSettings(), rt)
+
+
+def _codes(data: Path, run: Path, log: Log):
+    clips = read_index(data)
+    cond = load_conditioner(run, "train lm")
+    encoder = SentenceEmbeddingTextEncoder(default_text_encoder_dir())
+    digest = features.weights_digest(component_dir(run, "conditioner"))
+    cache = Path(run) / "cache"
+    _, train_variants = features.caption_codes(cache, TRAIN, split_clips(clips, TRAIN), cond, encoder, digest, log)
+    val_caption, _ = features.caption_codes(
+        cache, VALIDATION, split_clips(clips, VALIDATION), cond, encoder, digest, log
+    )
+    return train_variants, val_caption
+
+
+def _lm_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> LMTask:
+    _, _, tok_train, tok_val = _token_data(data, cfg, run, "train lm", log)
+    codes_train, codes_val = _codes(data, run, log)
+    return LMTask(cfg.lm, (codes_train, tok_train), (codes_val, tok_val), options, LMTrainSettings(), rt)
+
+
+_TASKS = {"vae": _vae_task, "dpd": _dpd_task, "lm": _lm_task}
+
+
+def train_component(
+    component: str,
+    data: Path,
+    config: MelodyConfig | str,
+    run: Path,
+    options: TrainOptions,
+    runtime: Runtime | None = None,
+    log: Log = print,
+) -> TrainResult:
+    """Train ``vae``, ``dpd`` or ``lm`` into ``RUN/<component>``, resuming a saved state."""
+    cfg = resolve_config(config)
+    rt = runtime or init_runtime()
+    check_config(run, component, getattr(cfg, component))
+    task = _TASKS[component](data, cfg, run, options, rt, log)
+    return run_training(task, component_dir(run, component), options, rt, log)
+
+
+train_vae = functools.partial(train_component, "vae")
+train_dpd = functools.partial(train_component, "dpd")
+train_lm = functools.partial(train_component, "lm")
+
+
+@dataclasses.dataclass
+class ChainResult:
+    checkpoint: Path
+    reports: dict[str, Any]
+
+
+def train_all(
+    data: Path,
+    config: MelodyConfig | str,
+    run: Path,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    seed: int = 0,
+    log: Log = print,
+) -> ChainResult:
+    """tokenizer -> conditioner -> vae -> dpd -> lm -> assembled checkpoint (skipping fitted parts)."""
+    cfg = resolve_config(config)
+    run = Path(run)
+    reports: dict[str, Any] = {}
+    rt = init_runtime()
+    over = overrides or {}
+    if rt.is_main:
+        if not (component_dir(run, "tokenizer") / "model.safetensors").is_file():
+            reports["tokenizer"] = fit_tokenizer(data, cfg, run, seed=seed, log=log)
+        if not (component_dir(run, "conditioner") / "model.safetensors").is_file():
+            reports["conditioner"] = fit_conditioner(data, cfg, run, seed=seed, log=log)
+    rt.barrier()
+    for name, fn in (("vae", train_vae), ("dpd", train_dpd), ("lm", train_lm)):
+        opts = default_options(cfg.name, name, seed=seed, **over.get(name, {}))
+        result = fn(data, cfg, run, opts, rt, log)
+        reports[name] = {"step": result.step, "validation": result.validation, "wall_seconds": result.wall_seconds}
+    checkpoint = assemble_checkpoint(run, cfg) if rt.is_main else run / "checkpoint"
+    rt.barrier()
+    return ChainResult(checkpoint, reports)

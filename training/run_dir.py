@@ -1,0 +1,86 @@
+"""The training run directory: one sub-directory per component, a feature cache, the assembled checkpoint.
+
+::
+
+    RUN/tokenizer  RUN/conditioner  RUN/vae  RUN/dpd  RUN/lm   # config.json + model.safetensors (+ train_state/)
+    RUN/cache/                                                # features keyed by the weights that made them
+    RUN/checkpoint/                                           # the combined MeLoDy checkpoint (assemble)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from melody_edge.models.checkpoint import CheckpointError, load_component
+from melody_edge.models.conditioning import ConditionerConfig, PromptConditioner
+from melody_edge.models.melody import MeLoDy, MelodyConfig, build_model, preset
+from melody_edge.models.semantic_tokenizer import KMeansSemanticTokenizer, KMeansTokenizerConfig
+from melody_edge.models.vae import VAE, VAEConfig
+
+ORDER = ("tokenizer", "conditioner", "vae", "dpd", "lm")
+_HOW = {
+    "tokenizer": "melody-edge train tokenizer",
+    "conditioner": "melody-edge train conditioner",
+    "vae": "melody-edge train vae",
+    "dpd": "melody-edge train dpd",
+    "lm": "melody-edge train lm",
+}
+
+
+def component_dir(run: Path, name: str) -> Path:
+    return Path(run) / name
+
+
+def require_component(run: Path, name: str, needed_by: str) -> Path:
+    d = component_dir(run, name)
+    if not (d / "model.safetensors").is_file():
+        raise CheckpointError(
+            f"{d}: no trained {name}; `{needed_by}` needs it. Run `{_HOW[name]} --data DATA --out {run}` first "
+            "(or `melody-edge train all`)."
+        )
+    return d
+
+
+def check_config(run: Path, name: str, expected) -> None:
+    """Refuse a component trained under a different config than the one asked for now."""
+    d = component_dir(run, name)
+    if (d / "config.json").is_file():
+        got = type(expected).load(d / "config.json")
+        if got != expected:
+            raise CheckpointError(
+                f"{d / 'config.json'} was trained with a different {name} config than --config asks for; "
+                "use the same --config, or another --out"
+            )
+
+
+def load_tokenizer(run: Path, needed_by: str) -> KMeansSemanticTokenizer:
+    d = require_component(run, "tokenizer", needed_by)
+    return load_component(d, KMeansTokenizerConfig, KMeansSemanticTokenizer)[1]
+
+
+def load_conditioner(run: Path, needed_by: str) -> PromptConditioner:
+    d = require_component(run, "conditioner", needed_by)
+    return load_component(d, ConditionerConfig, PromptConditioner)[1]
+
+
+def load_vae(run: Path, needed_by: str) -> VAE:
+    d = require_component(run, "vae", needed_by)
+    return load_component(d, VAEConfig, VAE)[1]
+
+
+def assemble_checkpoint(run: Path, config: MelodyConfig | str, out: Path | None = None, fp16: bool = True) -> Path:
+    """Combine the five trained components into one MeLoDy checkpoint (fp16 weights by default)."""
+    run = Path(run)
+    cfg = preset(config) if isinstance(config, str) else config
+    model = build_model(cfg)
+    for name in ORDER:
+        d = require_component(run, name, "assemble")
+        check_config(run, name, getattr(cfg, name))
+        _, module = load_component(d, type(getattr(cfg, name)), type(getattr(model, name)))
+        setattr(model, name, module)
+    target = Path(out) if out is not None else run / "checkpoint"
+    model.save(target, dtype=torch.float16 if fp16 else None)
+    MeLoDy.load(target)  # round trip: fails loudly if anything does not fit
+    return target

@@ -1,0 +1,183 @@
+"""``melody-edge train dpd`` and ``train lm``: the two networks trained on cached features.
+
+DPD: windows of VAE latents with the semantic tokens of the same span; velocity loss with one angle
+per chunk, 10 % condition dropout, and (``future_null_prob``) the progressive first window the
+streaming pipeline uses. LM: the caption's 12 prefix codes followed by a window of semantic tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from melody_edge.models.dpd import DPDConfig, DualPathDiffusion, dpd_loss
+from melody_edge.models.lm import LMConfig, SemanticLM, lm_loss
+
+from .loop import Runtime, TrainOptions, clip_and_step
+from .metrics import dpd_loss_by_angle
+
+
+class _Loss(nn.Module):
+    """The loss as a module's forward, so DDP sees the whole computation in one call."""
+
+    def __init__(self, model: nn.Module, fn) -> None:
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, *args, **kwargs) -> Tensor:
+        return self.fn(self.model, *args, **kwargs)
+
+
+def _adamw(module: nn.Module, lr: float) -> torch.optim.AdamW:
+    decay = [p for n, p in module.named_parameters() if p.dim() >= 2]
+    other = [p for n, p in module.named_parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": 0.01}, {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+def window_starts(lengths: list[int], window: int) -> list[tuple[int, int]]:
+    """(clip, start token) of every window that fits, stepping by half a window."""
+    out = []
+    for i, n in enumerate(lengths):
+        out += [(i, s) for s in range(0, max(n - window, 0) + 1, max(window // 2, 1)) if s + window <= n]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DPDTrainSettings:
+    future_null_prob: float = 0.25
+    val_windows: int = 8
+    angle_bins: int = 4
+
+
+class DPDTask:
+    name = "dpd"
+
+    def __init__(
+        self,
+        config: DPDConfig,
+        train: tuple[list[Tensor], list[Tensor]],
+        validation: tuple[list[Tensor], list[Tensor]],
+        options: TrainOptions,
+        settings: DPDTrainSettings,
+        runtime: Runtime,
+    ) -> None:
+        self.config, self.options, self.settings, self.rt = config, options, settings, runtime
+        torch.manual_seed(options.seed)
+        self.module = DualPathDiffusion(config).to(runtime.device)
+        self.extra_modules: dict[str, nn.Module] = {}
+        self.loss = runtime.wrap(_Loss(self.module, dpd_loss))
+        self.train_latents, self.train_tokens = train
+        self.windows = window_starts([t.numel() for t in self.train_tokens], config.window_tokens)
+        if not self.windows:
+            raise ValueError(
+                f"no training clip holds a full DPD window of {config.window_tokens} tokens "
+                f"({config.window_frames} latent frames); build the data set with longer --clip-seconds"
+            )
+        val = window_starts([t.numel() for t in validation[1]], config.window_tokens)[: settings.val_windows]
+        if not val:
+            raise ValueError("no validation clip holds a full DPD window; build the data set with longer clips")
+        self.val_z, self.val_tokens = self._batch(validation, val)
+
+    def _batch(self, data: tuple[list[Tensor], list[Tensor]], picks: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+        c = self.config
+        z = torch.stack(
+            [data[0][i][:, s * c.frames_per_token : s * c.frames_per_token + c.window_frames] for i, s in picks]
+        )
+        tok = torch.stack([data[1][i][s : s + c.window_tokens] for i, s in picks])
+        return z.to(self.rt.device), tok.to(self.rt.device)
+
+    def optimizers(self, options: TrainOptions) -> dict[str, torch.optim.Optimizer]:
+        return {"dpd": _adamw(self.module, options.lr)}
+
+    def attach(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        self.opt = optimizers["dpd"]
+
+    def train_step(self, step: int, gen: torch.Generator) -> dict[str, float]:
+        picks = [
+            self.windows[int(i)] for i in torch.randint(len(self.windows), (self.options.batch_size,), generator=gen)
+        ]
+        z0, tokens = self._batch((self.train_latents, self.train_tokens), picks)
+        loss = self.loss(z0, tokens, generator=gen, future_null_prob=self.settings.future_null_prob)
+        loss.backward()
+        clip_and_step(self.module, self.opt, self.options.grad_clip)
+        return {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.module.eval()
+        out = dpd_loss_by_angle(self.module, self.val_z, self.val_tokens, self.settings.angle_bins)
+        self.module.train()
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LMTrainSettings:
+    val_batch: int = 32
+
+
+class LMTask:
+    name = "lm"
+
+    def __init__(
+        self,
+        config: LMConfig,
+        train: tuple[Tensor, list[Tensor]],
+        validation: tuple[Tensor, list[Tensor]],
+        options: TrainOptions,
+        settings: LMTrainSettings,  # train codes [N, V, levels] (phrasings), validation codes [N, levels]
+        runtime: Runtime,
+    ) -> None:
+        self.config, self.options, self.settings, self.rt = config, options, settings, runtime
+        torch.manual_seed(options.seed)
+        self.module = SemanticLM(config).to(runtime.device)
+        self.extra_modules: dict[str, nn.Module] = {}
+        self.loss = runtime.wrap(_Loss(self.module, lm_loss))
+        self.seq = config.max_seq_len - config.prefix_levels
+        self.train_codes, self.train_tokens = train
+        short = min(t.numel() for t in self.train_tokens)
+        if short < 2:
+            raise ValueError("training clips must hold at least 2 semantic tokens (80 ms)")
+        self.seq = min(self.seq, short)
+        self.val_codes, self.val_tokens = validation
+
+    def optimizers(self, options: TrainOptions) -> dict[str, torch.optim.Optimizer]:
+        return {"lm": _adamw(self.module, options.lr)}
+
+    def attach(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        self.opt = optimizers["lm"]
+
+    def train_step(self, step: int, gen: torch.Generator) -> dict[str, float]:
+        idx = torch.randint(len(self.train_tokens), (self.options.batch_size,), generator=gen)
+        seqs = []
+        for i in idx.tolist():
+            t = self.train_tokens[i]
+            s = int(torch.randint(t.numel() - self.seq + 1, (1,), generator=gen))
+            seqs.append(t[s : s + self.seq])
+        dev = self.rt.device
+        # A random phrasing of each clip's caption per step ([N, V, levels] codes).
+        pick = torch.randint(self.train_codes.shape[1], (len(idx),), generator=gen)
+        loss = self.loss(self.train_codes[idx, pick].to(dev), torch.stack(seqs).to(dev))
+        loss.backward()
+        clip_and_step(self.module, self.opt, self.options.grad_clip)
+        return {"ce": float(loss.detach())}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Cross-entropy over every validation clip's first window (nats per token)."""
+        self.module.eval()
+        total, count = 0.0, 0
+        n = len(self.val_tokens)
+        for i in range(0, n, self.settings.val_batch):
+            sl = slice(i, min(i + self.settings.val_batch, n))
+            seqs = [t[: self.seq] for t in self.val_tokens[sl] if t.numel() >= self.seq]
+            if not seqs:
+                continue
+            codes = self.val_codes[sl][[t.numel() >= self.seq for t in self.val_tokens[sl]]]
+            ce = lm_loss(self.module, codes.to(self.rt.device), torch.stack(seqs).to(self.rt.device))
+            total += float(ce) * len(seqs)
+            count += len(seqs)
+        self.module.train()
+        return {"ce": total / max(count, 1)}
