@@ -28,11 +28,12 @@ from ..runtime.manifest import MANIFEST, PARITY, SCHEMA_VERSION, sha256_tree, tr
 from . import adapters
 from .parity import ParityError, format_parity, run_parity
 
+# Worded like the demo model's training captions (docs/data.md), so its conditioning knows them.
 DEFAULT_PRESETS = (
-    ("folk fiddle", "a cheerful folk tune on fiddle and guitar in D major, 120 bpm"),
-    ("piano chorale", "a calm four-part chorale on piano in F major, slow"),
-    ("string quartet", "a lively string quartet in A minor, 3/4 time"),
-    ("flute and drums", "a bright flute melody over a steady drum groove in G major"),
+    ("folk fiddle", "a fiddle tune in D major, 2/4 at 132 bpm, played by violin with drums"),
+    ("organ chorale", "a baroque chorale in F major, 4/4 at 72 bpm, played by church organ"),
+    ("string quartet", "a classical string quartet in A minor, 3/4 at 110 bpm, played by violin, viola and cello"),
+    ("renaissance choir", "a renaissance motet in G major, 4/2 at 70 bpm, played by choir"),
 )
 TOOLS = ("torch", "executorch", "coremltools", "torchao", "onnx", "onnxruntime", "melody-edge")
 CONDITIONER_DIR = "conditioner"

@@ -103,10 +103,11 @@ def reference_model(manifest: dict, checkpoint: str | Path | None = None, config
     source = manifest["model"].get("source") or {}
     if checkpoint or config_name:
         model = load_model(config_name, checkpoint, seed=int(source.get("seed", 0)))
-    elif "checkpoint" in source:
-        model = load_model(None, source["checkpoint"])
-    elif "config" in source:
-        model = load_model(source["config"], None, seed=int(source.get("seed", 0)))
+    elif "checkpoint" in source or "config" in source:
+        if "checkpoint" in source:
+            model = load_model(None, source["checkpoint"])
+        else:
+            model = load_model(source["config"], None, seed=int(source.get("seed", 0)))
         if source.get("window_seconds"):
             model = with_window_seconds(model, float(source["window_seconds"]))
     else:

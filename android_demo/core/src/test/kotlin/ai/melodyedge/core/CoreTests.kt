@@ -1,0 +1,81 @@
+package ai.melodyedge.core
+
+import java.io.File
+import kotlin.system.exitProcess
+
+/**
+ * Plain-JVM checks of the core against the Python runtime (no JUnit: kotlinc alone builds and runs this).
+ *
+ * Usage: CoreTestsKt VECTORS.json TRACE.bin
+ *  - VECTORS.json: PortableRng outputs, sampleToken cases, angle schedules, chunk token ranges,
+ *    computed by the Python runtime (tests/apps/test_kotlin_core.py writes it).
+ *  - TRACE.bin: a streamed generation recorded by runtime/trace.py; replayed through StreamingCore.
+ */
+private var failures = 0
+
+private fun check(cond: Boolean, msg: () -> String) {
+    if (!cond) {
+        failures++
+        System.err.println("FAIL: ${msg()}")
+    }
+}
+
+@Suppress("UNCHECKED_CAST")
+fun rngAndSampling(vectors: Map<String, Any?>) {
+    for (case in vectors["rng"] as List<Map<String, Any?>>) {
+        val rng = PortableRng((case["seed"] as Number).toLong(), (case["stream"] as Number).toLong())
+        val u = (case["uniform"] as List<Number>).map { it.toDouble() }
+        for ((i, want) in u.withIndex()) {
+            val got = rng.uniform()
+            check(got == want) { "rng ${case["seed"]}/${case["stream"]} uniform[$i] = $got, python $want" }
+        }
+        val normals = (case["normal"] as List<Number>).map { it.toFloat() }
+        val got = rng.normal(normals.size)
+        for (i in normals.indices) check(got[i] == normals[i]) { "rng normal[$i] = ${got[i]}, python ${normals[i]}" }
+    }
+    for (case in vectors["sampling"] as List<Map<String, Any?>>) {
+        val logits = (case["logits"] as List<Number>).map { it.toFloat() }.toFloatArray()
+        val got = sampleToken(logits, (case["temperature"] as Number).toDouble(), (case["top_k"] as Number).toInt(), (case["u"] as Number).toDouble())
+        check(got == (case["token"] as Number).toInt()) { "sampleToken $case -> $got" }
+    }
+    for (case in vectors["schedules"] as List<Map<String, Any?>>) {
+        val steps = (case["steps"] as Number).toInt()
+        val want = (case["angles"] as List<Number>).map { it.toDouble() }
+        val got = angleSchedule(steps)
+        for (i in want.indices) check(got[i] == want[i]) { "angleSchedule($steps)[$i] = ${got[i]}, python ${want[i]}" }
+    }
+}
+
+fun main(args: Array<String>) {
+    if (args.size != 2) {
+        System.err.println("usage: CoreTestsKt VECTORS.json TRACE.bin")
+        exitProcess(2)
+    }
+    @Suppress("UNCHECKED_CAST")
+    rngAndSampling(parseJson(File(args[0]).readText()) as Map<String, Any?>)
+
+    val trace = Trace.read(File(args[1]))
+    val runner = ReplayRunner(trace)
+    val core = StreamingCore(runner, trace.spec)
+    var samples = 0L
+    var chunks = 0
+    try {
+        core.stream(trace.prefixCodes, trace.settings) { chunk ->
+            check(chunk.startSample == samples) { "chunk ${chunk.index} starts at ${chunk.startSample}, expected $samples" }
+            samples += chunk.audio.size
+            chunks++
+            true
+        }
+        check(runner.done) { "the core stopped before the trace ended" }
+    } catch (e: TraceMismatch) {
+        check(false) { "trace replay: ${e.message}" }
+    }
+    val want = Math.round(trace.settings.seconds * trace.spec.sampleRate)
+    check(samples == want) { "streamed $samples samples, expected $want" }
+    println("replayed ${trace.records.size} calls, $chunks chunks, $samples samples, max float error ${runner.maxFloatError}")
+    if (failures > 0) {
+        System.err.println("$failures check(s) failed")
+        exitProcess(1)
+    }
+    println("OK")
+}
