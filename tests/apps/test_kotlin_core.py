@@ -99,12 +99,21 @@ def test_kotlin_core_replays_the_runtime(core_jar, bundle_factory, tmp_path):
     """5 chunks of 2.5 s through a 4-chunk window: the progressive first window and one continuation."""
     vectors = tmp_path / "vectors.json"
     vectors.write_text(json.dumps(_vectors()))
-    backend, manifest = open_bundle(bundle_factory("onnx", "fp32"))
+    bundle = bundle_factory("onnx", "fp32")
+    backend, manifest = open_bundle(bundle)
     settings = GenerationSettings(seconds=11.3, steps=2, guidance_scale=2.5, temperature=1.0, top_k=20, seed=11)
     codes = manifest["presets"][0]["tokens"]
     record_trace(backend, backend.spec, codes, settings, tmp_path / "trace.bin")
     proc = subprocess.run(
-        ["java", "-cp", str(core_jar), "ai.melodyedge.core.CoreTestsKt", str(vectors), str(tmp_path / "trace.bin")],
+        [
+            "java",
+            "-cp",
+            str(core_jar),
+            "ai.melodyedge.core.CoreTestsKt",
+            str(vectors),
+            str(tmp_path / "trace.bin"),
+            str(bundle),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -46,9 +46,28 @@ fun rngAndSampling(vectors: Map<String, Any?>) {
     }
 }
 
+/** A real exported bundle's manifest parses into the trace's StreamSpec; a newer schema is refused clearly. */
+@Suppress("UNCHECKED_CAST")
+fun manifestChecks(bundle: File, spec: StreamSpec) {
+    val m = Manifest.load(bundle)
+    check(m.spec == spec) { "manifest spec ${m.spec} differs from the trace's $spec" }
+    check(m.presets.isNotEmpty() && m.presets.all { it.tokens.size == spec.prefixLevels }) { "presets: ${m.presets}" }
+    val raw = parseJson(File(bundle, BundleContract.MANIFEST_FILE).readText()) as MutableMap<String, Any?>
+    raw["schema_version"] = (BundleContract.SCHEMA_VERSION + 1).toLong()
+    val msg = try {
+        Manifest.parse(raw); null
+    } catch (e: BundleException) {
+        e.message
+    }
+    check(msg != null && "newer than this app" in msg) { "a newer schema was not refused: $msg" }
+    check(runCatching { Manifest.load(File(bundle, "missing")) }.exceptionOrNull()?.message?.contains("not found") == true) {
+        "a missing manifest was not reported"
+    }
+}
+
 fun main(args: Array<String>) {
-    if (args.size != 2) {
-        System.err.println("usage: CoreTestsKt VECTORS.json TRACE.bin")
+    if (args.size !in 2..3) {
+        System.err.println("usage: CoreTestsKt VECTORS.json TRACE.bin [BUNDLE_DIR]")
         exitProcess(2)
     }
     @Suppress("UNCHECKED_CAST")
@@ -70,6 +89,7 @@ fun main(args: Array<String>) {
     } catch (e: TraceMismatch) {
         check(false) { "trace replay: ${e.message}" }
     }
+    if (args.size == 3) manifestChecks(File(args[2]), trace.spec)
     val want = Math.round(trace.settings.seconds * trace.spec.sampleRate)
     check(samples == want) { "streamed $samples samples, expected $want" }
     println("replayed ${trace.records.size} calls, $chunks chunks, $samples samples, max float error ${runner.maxFloatError}")
