@@ -14,10 +14,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
 from melody_edge.models.diffusion import angle_schedule
+from melody_edge.runtime.bench import bench_schema
 from melody_edge.runtime.open import open_bundle
 from melody_edge.runtime.pipeline import GenerationSettings
 from melody_edge.runtime.rng import PortableRng
@@ -121,6 +123,13 @@ def test_kotlin_core_replays_the_runtime(core_jar, bundle_factory, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     # 11.3 s = 5 chunks (the 5th slides the window once); 271 200 samples at 24 kHz.
     assert "OK" in proc.stdout and "5 chunks, 271200 samples" in proc.stdout
+    # The core's latency report has `melody-edge bench --json`'s schema (the app's "copy report").
+    report = json.loads((tmp_path / "trace.bin.report.json").read_text())
+    jsonschema.validate(report, bench_schema())
+    run = report["runs"][0]
+    _, records = read_trace(tmp_path / "trace.bin")
+    calls = sum(e != "noise" for e, _ in records)
+    assert run["nfe_per_10s"] == pytest.approx(calls * 10 / 11.3) and len(run["chunks"]) == 5
 
 
 def test_kotlin_replay_catches_a_wrong_input(core_jar, bundle_factory, tmp_path):

@@ -75,7 +75,9 @@ fun main(args: Array<String>) {
 
     val trace = Trace.read(File(args[1]))
     val runner = ReplayRunner(trace)
-    val core = StreamingCore(runner, trace.spec)
+    val counting = CountingRunner(runner)
+    val core = StreamingCore(counting, trace.spec)
+    val report = LatencyReport("replay", "trace", "tiny", trace.settings.steps, trace.spec, { Runtime.getRuntime().totalMemory() / 1e6 })
     var samples = 0L
     var chunks = 0
     try {
@@ -83,6 +85,7 @@ fun main(args: Array<String>) {
             check(chunk.startSample == samples) { "chunk ${chunk.index} starts at ${chunk.startSample}, expected $samples" }
             samples += chunk.audio.size
             chunks++
+            report.onChunk(chunk)
             true
         }
         check(runner.done) { "the core stopped before the trace ended" }
@@ -90,6 +93,8 @@ fun main(args: Array<String>) {
         check(false) { "trace replay: ${e.message}" }
     }
     if (args.size == 3) manifestChecks(File(args[2]), trace.spec)
+    val machine = mapOf("platform" to System.getProperty("os.name"), "cpu_count" to Runtime.getRuntime().availableProcessors())
+    File(args[1] + ".report.json").writeText(report.toJson(counting.counts, machine, "replay", null))
     val want = Math.round(trace.settings.seconds * trace.spec.sampleRate)
     check(samples == want) { "streamed $samples samples, expected $want" }
     println("replayed ${trace.records.size} calls, $chunks chunks, $samples samples, max float error ${runner.maxFloatError}")
