@@ -175,3 +175,32 @@ def _write_examples(out: Path, val: AudioSet, chosen: list[int], generated: list
     fig.savefig(out / "spectrograms.png", dpi=90)
     plt.close(fig)
     return examples
+
+
+def plot_training_curves(run: Path, out: Path) -> Path:
+    """One panel per trained network: training and validation losses against steps (from log.csv)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .loop import read_log
+
+    panels = (("vae", ("mrstft", "log_mel_l1")), ("dpd", ("loss", "mean")), ("lm", ("ce",)))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, (name, metrics) in zip(axes, panels, strict=True):
+        rows = read_log(Path(run) / name)
+        for split, style in (("train", "-"), ("validation", "o--")):
+            for metric in metrics:
+                pts = [(r["step"], r["value"]) for r in rows if r["split"] == split and r["metric"] == metric]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), style, label=f"{split} {metric}", markersize=4)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(out) / "training_curves.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from melody_edge.models.checkpoint import save_component
 from melody_edge.models.config import ConfigBase
 
 from .data import step_generator
@@ -201,6 +202,15 @@ def read_log(out: Path) -> list[dict[str, Any]]:
         ]
 
 
+BEST_DIR = "best"
+_PRIMARY = ("ce", "mean", "mrstft", "loss")
+
+
+def primary_metric(values: dict[str, float]) -> str:
+    """The validation figure that decides the best checkpoint."""
+    return next((k for k in _PRIMARY if k in values), next(iter(values)))
+
+
 def _fmt(values: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4g}" for k, v in values.items())
 
@@ -216,9 +226,11 @@ def run_training(
     optimizers = task.optimizers(options)
     task.attach(optimizers)
     start, elapsed_before = 0, 0.0
+    best = {"value": math.inf, "step": None}
     if has_training_state(out) and not options.fresh:
         state = load_training(out, task.module, optimizers, task.extra_modules)
         start, elapsed_before = int(state["step"]), float(state.get("wall_seconds", 0.0))
+        best = state.get("best", best) if state.get("best", {}).get("value") is not None else best
         if rt.is_main:
             log(f"[{task.name}] resuming from {out} at step {start}")
     elif rt.is_main and out.exists() and options.fresh:
@@ -242,9 +254,21 @@ def run_training(
             "options": dataclasses.asdict(options),
             "wall_seconds": elapsed_before + time.monotonic() - t0,
             "validation": val_vals,
+            "best": best,
             "world_size": rt.world_size,
         }
         save_training(out, task.config, task.module, optimizers, state, task.extra_modules)
+
+    def validate(step_done: int) -> dict[str, float]:
+        vals = task.validate()
+        metrics.write(step_done, elapsed_before + time.monotonic() - t0, "validation", vals)
+        value = vals[primary_metric(vals)]
+        if value < best["value"]:
+            # The weights with the lowest validation loss so far: what `assemble` ships (small
+            # data sets overfit long before a CPU budget runs out).
+            best.update(value=value, step=step_done, metric=primary_metric(vals))
+            save_component(out / BEST_DIR, task.config, task.module)
+        return vals
 
     while step < options.steps:
         if time.monotonic() - t0 > budget:
@@ -280,8 +304,7 @@ def run_training(
                 )
         if step % options.val_every == 0 or step == options.steps:
             if rt.is_main:
-                val_vals = task.validate()
-                metrics.write(step, elapsed_before + time.monotonic() - t0, "validation", val_vals)
+                val_vals = validate(step)
                 log(f"[{task.name}] validation at step {step}: {_fmt(val_vals)}")
             rt.barrier()
         if step % options.save_every == 0 and rt.is_main:
@@ -289,8 +312,7 @@ def run_training(
             last_saved = step
     if rt.is_main:
         if not val_vals or step != last_saved:
-            val_vals = task.validate()
-            metrics.write(step, elapsed_before + time.monotonic() - t0, "validation", val_vals)
+            val_vals = validate(step)
         if step != last_saved or not has_training_state(out):
             save(step)
         log(f"[{task.name}] saved {out} at step {step}")

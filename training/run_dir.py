@@ -19,6 +19,7 @@ from melody_edge.models.melody import MeLoDy, MelodyConfig, build_model, preset
 from melody_edge.models.semantic_tokenizer import KMeansSemanticTokenizer, KMeansTokenizerConfig
 from melody_edge.models.vae import VAE, VAEConfig
 
+BEST_DIR = "best"  # training.loop.BEST_DIR
 ORDER = ("tokenizer", "conditioner", "vae", "dpd", "lm")
 _HOW = {
     "tokenizer": "melody-edge train tokenizer",
@@ -70,14 +71,21 @@ def load_vae(run: Path, needed_by: str) -> VAE:
     return load_component(d, VAEConfig, VAE)[1]
 
 
-def assemble_checkpoint(run: Path, config: MelodyConfig | str, out: Path | None = None, fp16: bool = True) -> Path:
-    """Combine the five trained components into one MeLoDy checkpoint (fp16 weights by default)."""
+def assemble_checkpoint(
+    run: Path, config: MelodyConfig | str, out: Path | None = None, fp16: bool = True, best: bool = True
+) -> Path:
+    """Combine the five trained components into one MeLoDy checkpoint (fp16 weights by default).
+
+    ``best``: take each network's lowest-validation weights (``RUN/<name>/best``) where they exist.
+    """
     run = Path(run)
     cfg = preset(config) if isinstance(config, str) else config
     model = build_model(cfg)
     for name in ORDER:
         d = require_component(run, name, "assemble")
         check_config(run, name, getattr(cfg, name))
+        if best and (d / BEST_DIR / "model.safetensors").is_file():
+            d = d / BEST_DIR
         _, module = load_component(d, type(getattr(cfg, name)), type(getattr(model, name)))
         setattr(model, name, module)
     target = Path(out) if out is not None else run / "checkpoint"

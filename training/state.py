@@ -96,6 +96,13 @@ def save_training(
         (sdir / "state.json").write_text(json.dumps({"version": STATE_VERSION, **state}, indent=1))
         if (directory / "log.csv").is_file():
             shutil.copy2(directory / "log.csv", tmp / "log.csv")
+        # Written by the loop between saves, carried into the new checkpoint: the best weights are
+        # copied (a failed save must not lose them), TensorBoard's directory is moved (its writer keeps
+        # the open event file).
+        if (directory / "best").is_dir():
+            shutil.copytree(directory / "best", tmp / "best")
+        if (directory / "tensorboard").is_dir():
+            os.replace(directory / "tensorboard", tmp / "tensorboard")
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")

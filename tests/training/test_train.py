@@ -53,6 +53,7 @@ def test_component_lowers_loss_and_resumes(toy_data, fitted_run, tmp_path, compo
     opts = dict(steps=steps, log_every=5, warmup_steps=2, val_every=100, save_every=100)
     first = fn(toy_data, "tiny", run, pipeline.default_options("tiny", component, **opts), log=lambda m: None)
     assert first.finished and has_training_state(run / component)
+    assert (run / component / "best" / "model.safetensors").is_file()
     losses = _train_losses(run, component, metric)
     assert sum(losses[-2:]) / 2 < losses[0], losses
     # Resume: a longer run continues from the saved step instead of starting again.
@@ -154,10 +155,12 @@ def test_torchrun_two_processes(toy_data, fitted_run, tmp_path):
 
 
 def test_evaluate_writes_the_model_card_figures(toy_data, tmp_path):
-    from melody_edge.training.evaluate import evaluate_checkpoint
+    from melody_edge.training.evaluate import evaluate_checkpoint, plot_training_curves
 
     over = {n: {"steps": 1, "warmup_steps": 1} for n in ("vae", "dpd", "lm")}
     ckpt = pipeline.train_all(toy_data, "tiny", tmp_path / "run", over, log=lambda m: None).checkpoint
+    (tmp_path / "card").mkdir()
+    assert plot_training_curves(tmp_path / "run", tmp_path / "card").stat().st_size > 5_000
     report = evaluate_checkpoint(ckpt, toy_data, tmp_path / "card", generate_clips=1, seconds=2.5, log=lambda m: None)
     assert report["lm"]["uniform_ce"] == pytest.approx(6.9315, abs=1e-3)
     assert report["key_accuracy"]["real_heldout"] == 1.0  # pure arpeggios: the estimator must get them right
