@@ -120,6 +120,18 @@ def list_sources(collection: Collection) -> list[str]:
     return sorted(paths)
 
 
+def source_name(source: str) -> str:
+    """The part of a work id naming its file: the file name for a file directly under its composer's
+    folder (``bach/bwv437.mxl`` -> ``bwv437.mxl``), the corpus-relative path for nested ones, whose names
+    repeat (``haydn/opus1no1/movement1.mxl``, ``mozart/k80/movement1.mxl``)."""
+    path = Path(source)
+    try:
+        rel = path.relative_to(_music21().common.getCorpusFilePath())
+    except ValueError:  # not in the bundled corpus
+        return path.name
+    return path.name if len(rel.parts) <= 2 else rel.as_posix()
+
+
 def parse_source(source: str):
     """All scores in one corpus file (an ABC file may hold hundreds of tunes)."""
     m21 = _music21()
@@ -149,7 +161,7 @@ def score_to_work(score, source: str, number: int, many: bool, collection: Colle
     meta = score.metadata
     title = (meta.title if meta is not None and meta.title else None) or Path(source).stem
     composer = (meta.composer if meta is not None and meta.composer else None) or collection.default_composer
-    name = Path(source).name
+    name = source_name(source)
     return Work(
         id=f"{collection.name}/{name}#{number}" if many else f"{collection.name}/{name}",
         collection=collection.name,

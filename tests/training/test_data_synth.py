@@ -61,6 +61,8 @@ def test_deterministic_for_a_seed(small_set, tmp_path):
 def test_errors_name_the_fix(tmp_path, monkeypatch):
     with pytest.raises(DataSynthError, match="--hours must be > 0"):
         synthesize_dataset(tmp_path / "a", hours=0)
+    with pytest.raises(DataSynthError, match="--clip-seconds must be > 0"):
+        synthesize_dataset(tmp_path / "a", hours=1, clip_seconds=0)
     with pytest.raises(DataSynthError, match=r"SoundFont .* not found"):
         data_synth.find_soundfont(tmp_path / "missing.sf2")
     monkeypatch.setattr(data_synth.shutil, "which", lambda name: None)
@@ -70,6 +72,17 @@ def test_errors_name_the_fix(tmp_path, monkeypatch):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(DataSynthError, match="--overwrite"):
         synthesize_dataset(tmp_path / "full", hours=0.01)
+
+
+def test_work_ids_are_unique_within_a_collection():
+    pytest.importorskip("music21", reason="music21 is missing (pip install -e '.[data]')")
+    from melody_edge.training.synth_catalog import COLLECTIONS
+
+    for name in ("string-quartets", "bach-chorales"):
+        sources = data_synth.list_sources(COLLECTIONS[name])
+        names = [data_synth.source_name(s) for s in sources]
+        assert len(set(names)) == len(names), name  # quartets: movement1.mxl of many opera
+    assert "bwv437.mxl" in names  # a file directly under its composer keeps its bare name
 
 
 def test_midi_writer_header_and_events(tmp_path):
