@@ -300,7 +300,7 @@ def _manifest(model, target, recipe, steps, prefill_len, components, quantized_l
     return {
         "schema_version": SCHEMA_VERSION,
         "format": "melody-edge-bundle",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "target": target,
         "recipe": {**recipe.to_dict(), "quantized_layers": quantized_layers, "kept_float": list(recipe.keep_float)},
         "model": {"name": c.name, "config": c.to_dict()},

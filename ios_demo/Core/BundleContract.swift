@@ -1,7 +1,11 @@
 // Mirror of runtime/contract.py (the single source of truth): tests/apps/test_contract.py fails on any
 // difference. Names only; shapes come from each bundle's manifest.
+// The constants sit in a `public extension` so that each line still starts with `static let` (the form
+// test_contract.py reads) while the app module can see them.
 
-enum BundleContract {
+public enum BundleContract {}
+
+public extension BundleContract {
     static let SCHEMA_VERSION = 1
     static let FORMAT = "melody-edge-bundle"
     static let MANIFEST_FILE = "manifest.json"

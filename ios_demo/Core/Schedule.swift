@@ -1,25 +1,25 @@
 import Foundation
 
 /// Static sizes of a bundle (the Python StreamSpec, runtime/backend.py).
-struct StreamSpec: Equatable {
-    let sampleRate: Int
-    let hopLength: Int
-    let latentChannels: Int
-    let chunkFrames: Int
-    let chunks: Int
-    let framesPerToken: Int
-    let prefixLevels: Int
-    let prefixCodebookSize: Int
-    let vocabSize: Int
-    let vaeContextFrames: Int
-    let lmMaxSeqLen: Int
+public struct StreamSpec: Equatable {
+    public let sampleRate: Int
+    public let hopLength: Int
+    public let latentChannels: Int
+    public let chunkFrames: Int
+    public let chunks: Int
+    public let framesPerToken: Int
+    public let prefixLevels: Int
+    public let prefixCodebookSize: Int
+    public let vocabSize: Int
+    public let vaeContextFrames: Int
+    public let lmMaxSeqLen: Int
 
-    var windowFrames: Int { chunkFrames * chunks }
-    var windowTokens: Int { windowFrames / framesPerToken }
-    var nullToken: Int64 { Int64(vocabSize) }
+    public var windowFrames: Int { chunkFrames * chunks }
+    public var windowTokens: Int { windowFrames / framesPerToken }
+    public var nullToken: Int64 { Int64(vocabSize) }
 
     /// Global token indices [start, end) of global chunk `chunk`.
-    func chunkTokenRange(_ chunk: Int) -> (Int, Int) {
+    public func chunkTokenRange(_ chunk: Int) -> (Int, Int) {
         ((chunk * chunkFrames) / framesPerToken, ((chunk + 1) * chunkFrames) / framesPerToken)
     }
 }
@@ -33,11 +33,22 @@ func angleSchedule(_ steps: Int) -> [Double] {
     }
 }
 
-struct GenerationSettings {
-    let seconds: Double
-    let steps: Int
-    var guidanceScale: Double = 2.5
-    var temperature: Double = 1.0
-    var topK: Int = 0
-    var seed: UInt64 = 0
+public struct GenerationSettings {
+    public let seconds: Double
+    public let steps: Int
+    public var guidanceScale: Double = 2.5
+    public var temperature: Double = 1.0
+    public var topK: Int = 0
+    public var seed: UInt64 = 0
+
+    // Spelled out: a memberwise initialiser is internal, and the app (another module) builds settings.
+    public init(seconds: Double, steps: Int, guidanceScale: Double = 2.5, temperature: Double = 1.0,
+                topK: Int = 0, seed: UInt64 = 0) {
+        self.seconds = seconds
+        self.steps = steps
+        self.guidanceScale = guidanceScale
+        self.temperature = temperature
+        self.topK = topK
+        self.seed = seed
+    }
 }

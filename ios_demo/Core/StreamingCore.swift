@@ -1,7 +1,7 @@
 import Foundation
 
 /// What the platform shell runs (Core ML or ExecuTorch). Arrays are row-major, batch first.
-protocol ModelRunner {
+public protocol ModelRunner {
     func lmReset() throws
     /// ids of one prefill starting at `startPos` -> logits [vocab] of the last position.
     func lmPrefill(_ ids: [Int64], startPos: Int) throws -> [Float]
@@ -12,35 +12,35 @@ protocol ModelRunner {
     func vaeDecode(_ z: [Float]) throws -> [Float]
 }
 
-struct AudioChunk {
-    let index: Int
-    let audio: [Float]
-    let startSample: Int
-    let tokens: [Int]
-    let lmSeconds: Double
-    let dpdSeconds: Double
-    let vaeSeconds: Double
+public struct AudioChunk {
+    public let index: Int
+    public let audio: [Float]
+    public let startSample: Int
+    public let tokens: [Int]
+    public let lmSeconds: Double
+    public let dpdSeconds: Double
+    public let vaeSeconds: Double
 }
 
 private let halfPi = Float(Double.pi / 2)
 
 /// The streaming schedule of runtime/pipeline.py (and StreamingCore.kt), line for line. `emit`
 /// returns false to stop (the Stop button).
-final class StreamingCore {
-    let runner: ModelRunner
-    let spec: StreamSpec
+public final class StreamingCore {
+    public let runner: ModelRunner
+    public let spec: StreamSpec
 
-    init(runner: ModelRunner, spec: StreamSpec) {
+    public init(runner: ModelRunner, spec: StreamSpec) {
         self.runner = runner
         self.spec = spec
     }
 
-    func numChunks(seconds: Double) -> Int {
+    public func numChunks(seconds: Double) -> Int {
         let latentRate = Double(spec.sampleRate) / Double(spec.hopLength)
         return max(1, Int((seconds * latentRate / Double(spec.chunkFrames) - 1e-9).rounded(.up)))
     }
 
-    func stream(prefixCodes: [Int], settings: GenerationSettings, emit: (AudioChunk) -> Bool) throws {
+    public func stream(prefixCodes: [Int], settings: GenerationSettings, emit: (AudioChunk) -> Bool) throws {
         let s = spec
         precondition(prefixCodes.count == s.prefixLevels, "expected \(s.prefixLevels) conditioning tokens")
         let ch = s.latentChannels, c = s.chunkFrames, r = s.vaeContextFrames

@@ -9,14 +9,13 @@ replay fails on the first input that differs (tokens, positions, angles exactly;
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
+from toolchains import compile_jar
 
 from melody_edge.models.diffusion import angle_schedule
 from melody_edge.runtime.bench import bench_schema
@@ -28,14 +27,6 @@ from melody_edge.runtime.trace import read_trace, record_trace
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "android_demo" / "core" / "src"
-NPM_KOTLINC = Path("/usr/lib/node_modules/kotlin-compiler/bin/kotlinc")
-
-
-def find_kotlinc() -> str | None:
-    for cand in (os.environ.get("KOTLINC"), shutil.which("kotlinc"), str(NPM_KOTLINC)):
-        if cand and Path(cand).is_file() and shutil.which("java"):
-            return cand
-    return None
 
 
 def _vectors() -> dict:
@@ -83,18 +74,8 @@ def test_trace_round_trip(bundle_factory, tmp_path):
 
 @pytest.fixture(scope="module")
 def core_jar(tmp_path_factory) -> Path:
-    kotlinc = find_kotlinc()
-    if kotlinc is None:
-        pytest.skip("kotlinc/java not found (npm install -g kotlin-compiler@2.4.20; .ci/run installs it)")
     jar = tmp_path_factory.mktemp("kotlin") / "core.jar"
-    proc = subprocess.run(
-        [kotlinc, str(CORE / "main" / "kotlin"), str(CORE / "test" / "kotlin"), "-include-runtime", "-d", str(jar)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return jar
+    return compile_jar([CORE / "main" / "kotlin", CORE / "test" / "kotlin"], jar)
 
 
 def test_kotlin_core_replays_the_runtime(core_jar, bundle_factory, tmp_path):

@@ -1,5 +1,6 @@
-"""The iOS app's Swift core: parsed with tree-sitter-swift (it is not compiled on Linux), kept free of
-platform imports, and its RNG constants checked against runtime/rng.py."""
+"""The iOS app's Swift sources: every .swift file under ios_demo (core, shell, package manifest, tests)
+parsed with tree-sitter-swift (nothing is compiled on Linux), the core kept free of platform imports,
+and its RNG constants checked against runtime/rng.py. The shell's names: tests/apps/test_ios_shell.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import tree_sitter_swift
-from tree_sitter import Language, Parser
+from toolchains import syntax_errors
 
 from melody_edge.runtime import rng
 
@@ -19,17 +20,7 @@ PLATFORM_IMPORTS = ("UIKit", "SwiftUI", "CoreML", "AVFoundation", "ExecuTorch", 
 
 
 def _errors(path: Path) -> list[str]:
-    tree = Parser(Language(tree_sitter_swift.language())).parse(path.read_bytes())
-    bad: list[str] = []
-
-    def walk(node) -> None:
-        if node.type == "ERROR" or node.is_missing:
-            bad.append(f"{path.name}:{node.start_point[0] + 1}:{node.start_point[1] + 1} {node.type}")
-        for child in node.children:
-            walk(child)
-
-    walk(tree.root_node)
-    return bad
+    return syntax_errors(path, tree_sitter_swift.language())
 
 
 def test_there_is_a_swift_core():
@@ -40,10 +31,22 @@ def test_there_is_a_swift_core():
         "Sampling.swift",
         "Schedule.swift",
         "StreamingCore.swift",
+        "Manifest.swift",
+        "LatencyReport.swift",
+        "PrefillPieces.swift",
     } <= names
 
 
-@pytest.mark.parametrize("path", SWIFT_FILES, ids=[p.name for p in SWIFT_FILES])
+def test_the_shell_and_package_are_parsed_too():
+    parsed = {p.relative_to(ROOT / "ios_demo").as_posix() for p in SWIFT_FILES}
+    names = (
+        "MelodyEdgeApp ContentView GeneratorModel CoreMLRunner ExecuTorchRunner AudioStreamer BundleLibrary DeviceInfo"
+    )
+    shell = {f"App/{n}.swift" for n in names.split()}
+    assert shell | {"Package.swift", "Tests/MelodyEdgeCoreTests/CoreTests.swift"} <= parsed
+
+
+@pytest.mark.parametrize("path", SWIFT_FILES, ids=[p.relative_to(ROOT / "ios_demo").as_posix() for p in SWIFT_FILES])
 def test_swift_parses_without_syntax_errors(path):
     assert _errors(path) == []
 
