@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
+from melody_edge.default_model import resolve_source
 from melody_edge.models.checkpoint import CheckpointError
 from melody_edge.models.config import ConfigError
 
-DEFAULT_CONFIG = "edge"
-DEFAULT_PROMPT = "a cheerful folk tune on fiddle and guitar in D major, 120 bpm"
+DEFAULT_PROMPT = "a fiddle tune in D major, 2/4 at 132 bpm, played by violin with drums"
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, ValueError, FileNotFoundError)
 
@@ -43,7 +43,7 @@ def model_options(f):
         "--config",
         "config_name",
         default=None,
-        help=f"Built-in config (random weights): tiny, edge, paper. Default: {DEFAULT_CONFIG}.",
+        help="Built-in config with random weights: tiny, demo, edge, paper. Default: the trained demo checkpoint.",
     )(f)
     return f
 
@@ -57,7 +57,8 @@ def info(checkpoint: Path | None, config_name: str | None, as_json: bool) -> Non
     from melody_edge.models.melody import MeLoDy, preset
 
     try:
-        config = MeLoDy.load(checkpoint).config if checkpoint else preset(config_name or DEFAULT_CONFIG)
+        name, checkpoint = resolve_source(checkpoint, config_name)
+        config = MeLoDy.load(checkpoint).config if checkpoint else preset(name)
         result = model_info(config)
     except _user_errors() as exc:
         raise click.ClickException(str(exc)) from exc
@@ -120,9 +121,10 @@ def generate(
             default = prompt if (prompt or tokens) else None
             report = generate_from_bundle(bundle, prompt=default, backend_name=backend_name, **common)
         else:
+            name, source = resolve_source(checkpoint, config_name)
             report = generate_reference(
-                checkpoint=checkpoint,
-                config_name=None if checkpoint else (config_name or DEFAULT_CONFIG),
+                checkpoint=source,
+                config_name=name,
                 prompt=prompt if (prompt or tokens) else DEFAULT_PROMPT,
                 **common,
             )
@@ -193,7 +195,8 @@ def export_cmd(
     if not build_all and not (target and recipe_name):
         raise click.UsageError("pass --target and --recipe, or --all")
     try:
-        model = load_model(None if checkpoint else (config_name or DEFAULT_CONFIG), checkpoint, seed=seed)
+        config_name, checkpoint = resolve_source(checkpoint, config_name)
+        model = load_model(config_name, checkpoint, seed=seed)
         if window_seconds is not None:
             model = with_window_seconds(model, window_seconds)
         preset_list = load_presets(presets, model) if presets else preset_tokens(model)
@@ -204,9 +207,10 @@ def export_cmd(
             sampler_artifact=not no_sampler,
             encoder_artifact=encoder,
             presets=preset_list,
-            model_source={"checkpoint": str(checkpoint.resolve())}
-            if checkpoint
-            else {"config": config_name or DEFAULT_CONFIG, "seed": seed, "window_seconds": window_seconds},
+            model_source=(
+                {"checkpoint": str(checkpoint.resolve())} if checkpoint else {"config": config_name, "seed": seed}
+            )
+            | {"window_seconds": window_seconds},
         )
         if build_all:
             rows = export_all(model, out, log=click.echo, **options)
@@ -252,7 +256,7 @@ def quantize(
 
     try:
         recipe = load_recipe(target, recipe_name)
-        model = load_model(None if checkpoint else (config_name or DEFAULT_CONFIG), checkpoint, seed=seed)
+        model = load_model(*resolve_source(checkpoint, config_name), seed=seed)
         comps = ("lm", "dpd") if component == "all" else (component,)
         result = model_sensitivity(model, recipe, comps, log=lambda m: click.echo(m, err=True))
     except _export_errors() as exc:

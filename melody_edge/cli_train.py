@@ -166,14 +166,21 @@ def train_all_command(data_dir: Path, config_name: str, out: Path, seed: int, ma
 @click.option("--clips", type=int, default=24, show_default=True, help="Clips generated from held-out captions.")
 @click.option("--seconds", type=float, default=10.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def evaluate(checkpoint: Path, data_dir: Path, out: Path, clips: int, seconds: float, seed: int) -> None:
+@click.option(
+    "--run", type=click.Path(path_type=Path), default=None, help="Run directory: also plot its loss curves (PNG)."
+)
+def evaluate(
+    checkpoint: Path, data_dir: Path, out: Path, clips: int, seconds: float, seed: int, run: Path | None
+) -> None:
     """The model card's held-out figures: VAE mel SNR, LM CE vs baselines, DPD loss per angle, key accuracy."""
-    from melody_edge.training.evaluate import evaluate_checkpoint
+    from melody_edge.training.evaluate import evaluate_checkpoint, plot_training_curves
 
     try:
         report = evaluate_checkpoint(
             checkpoint, data_dir, out, clips, seconds, seed, log=lambda m: click.echo(m, err=True)
         )
+        if run is not None:
+            click.echo(f"loss curves: {plot_training_curves(run, out)}", err=True)
     except _errors() as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({k: report[k] for k in ("vae", "lm", "dpd", "key_accuracy")}, indent=1))

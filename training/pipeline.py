@@ -37,16 +37,17 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "dpd": {"steps": 20, "batch_size": 2, "lr": 1e-3, "warmup_steps": 2, "val_every": 10, "save_every": 10},
         "lm": {"steps": 20, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "val_every": 10, "save_every": 10},
     },
-    # Sized for 2 CPU cores in about 40 minutes per network (docs/model_card.md); scale up on a GPU.
+    # Sized for 2 CPU cores: VAE and LM side by side (1 thread each) in about 45 minutes, then the DPD
+    # (2 threads) in about 35 (docs/model_card.md); scale up tenfold or more on a GPU.
     "demo": {
-        "vae": {"steps": 900, "batch_size": 8, "lr": 1e-3, "warmup_steps": 50, "val_every": 150, "save_every": 50},
+        "vae": {"steps": 700, "batch_size": 8, "lr": 1e-3, "warmup_steps": 50, "val_every": 150, "save_every": 50},
         "dpd": {"steps": 800, "batch_size": 4, "lr": 1e-3, "warmup_steps": 50, "val_every": 200, "save_every": 50},
-        "lm": {"steps": 800, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50, "val_every": 200, "save_every": 50},
+        "lm": {"steps": 650, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50, "val_every": 200, "save_every": 50},
     },
 }
 VAE_SETTINGS = {
     "tiny": VAETrainSettings(crop_seconds=0.25, disc_width=2, disc_start=10, val_clips=2, val_seconds=0.5),
-    "demo": VAETrainSettings(crop_seconds=0.4, disc_width=8, disc_start=700),
+    "demo": VAETrainSettings(crop_seconds=0.4, disc_width=8, disc_start=550),
 }
 
 
