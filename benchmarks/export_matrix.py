@@ -23,7 +23,8 @@ from melody_edge.models.melody import load_model
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="edge")
+    ap.add_argument("--config", default="edge", help="built-in config with random weights")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="a trained checkpoint instead (e.g. the demo)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--pairs", default="", help="target:recipe,... (default: every buildable pair)")
     ap.add_argument("--steps", type=int, default=None)
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     pairs = [tuple(p.split(":")) for p in args.pairs.split(",")] if args.pairs else None
-    model = load_model(args.config)
+    model = load_model(None if args.checkpoint else args.config, args.checkpoint)
+    source = {"checkpoint": str(args.checkpoint.resolve())} if args.checkpoint else {"config": args.config, "seed": 0}
     rows = export_all(
         model,
         args.out,
@@ -42,14 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         verify=not args.no_verify,
         force=True,
         sampler_artifact=args.sampler,
-        model_source={"config": args.config, "seed": 0},
+        model_source=source,
     )
     print(format_rows(rows))
     for row in rows:
         parity = args.out / f"{row['target']}-{row['recipe']}" / "parity.json"
         row["parity_report"] = json.loads(parity.read_text()) if row["status"] == "ok" and parity.exists() else None
     result = {
-        "config": args.config,
+        "config": model.config.name,
+        "source": source,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"platform": platform.platform(), "python": sys.version.split()[0]},
         "rows": rows,
