@@ -110,8 +110,8 @@ def export_onnx(module: nn.Module, spec: MethodSpec, path: Path) -> None:
             input_names=[t.name for t in spec.inputs],
             output_names=[t.name for t in spec.outputs],
             verbose=False,
+            optimize=True,  # onnxscript's optimizer runs here, once; it is most of the export time
         )
-        program.optimize()
         big = sum(p.numel() * 4 for p in module.parameters()) > 1.8e9
         program.save(str(path), external_data=big)
 

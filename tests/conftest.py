@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# Under pytest-xdist two workers share the 2 cores: one thread each, so they do not oversubscribe.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture
@@ -28,33 +33,38 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
-def bundle_factory(tiny_model, tmp_path_factory):
-    """``make(target, recipe, **options)`` -> path of a tiny bundle, exported once per session and option set.
+def bundle_factory(tiny_model, tmp_path_factory, worker_id):
+    """``make(target, recipe, **options)`` -> path of a tiny bundle, exported once per test run and option set.
 
-    Bundles are expensive (an XNNPACK export takes tens of seconds on 2 cores), so tests share them;
-    tests must not modify a shared bundle (copy it first).
+    Bundles are expensive (an XNNPACK export takes tens of seconds on 2 cores), so tests share them,
+    across pytest-xdist workers too: the first worker to need a bundle exports it under a file lock
+    into the run's shared temp dir, the others wait and reuse it (the export renames a finished bundle
+    into place, so a bundle that exists is complete). Tests must not modify a shared bundle (copy it first).
     """
+    from filelock import FileLock
+
     from melody_edge.export.bundle import export_bundle
     from melody_edge.quantization.recipes import load_recipe
 
-    cache: dict = {}
-    root = tmp_path_factory.mktemp("bundles")
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if worker_id != "master" else base) / "shared-bundles"
+    root.mkdir(parents=True, exist_ok=True)
 
     def make(target: str, recipe: str, **options) -> object:
-        key = (target, recipe, tuple(sorted(options.items())))
-        if key not in cache:
-            options = {"steps": 2, "sampler_artifact": False, "model_source": {"config": "tiny", "seed": 0}, **options}
-            out = root / f"{target}-{recipe}-{len(cache)}"
-            export_bundle(
-                tiny_model,
-                target,
-                load_recipe(target, recipe),
-                out,
-                presets=TEST_PRESETS,
-                log=lambda _: None,
-                **options,
-            )
-            cache[key] = out
-        return cache[key]
+        options = {"steps": 2, "sampler_artifact": False, "model_source": {"config": "tiny", "seed": 0}, **options}
+        digest = hashlib.sha256(json.dumps([target, recipe, options], sort_keys=True).encode()).hexdigest()[:12]
+        out = root / f"{target}-{recipe}-{digest}"
+        with FileLock(str(out) + ".lock"):
+            if not out.exists():
+                export_bundle(
+                    tiny_model,
+                    target,
+                    load_recipe(target, recipe),
+                    out,
+                    presets=TEST_PRESETS,
+                    log=lambda _: None,
+                    **options,
+                )
+        return out
 
     return make

@@ -3,7 +3,9 @@
 VAE reconstruction (multi-resolution log-mel L1, mel SNR), LM validation cross-entropy against the
 uniform and unigram baselines, DPD velocity loss per angle range, and prompt adherence: clips
 generated from held-out captions, their key estimated from chroma (Krumhansl-Schmuckler) and
-compared with the caption's key, beside the same estimator on the real held-out audio and chance.
+compared with the caption's key, beside the same estimator on the real held-out audio, on its VAE
+reconstruction (which tells whether the VAE alone already loses the key) and chance; tempo the same way,
+from the onset envelope's autocorrelation, against a shuffled-caption baseline.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from .data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
 from .metrics import (
     dpd_loss_by_angle,
     estimate_key,
+    estimate_tempo,
     log_mel,
     mel_snr_db,
     multires_log_mel_distance,
+    tempo_ok,
     unigram_cross_entropy,
 )
 from .train_seq import window_starts
@@ -42,6 +46,15 @@ Log = Callable[[str], None]
 def _key_ok(estimate: tuple[int, str], facts: dict[str, Any]) -> tuple[bool, bool]:
     """(exact key and mode, same tonic)."""
     return estimate == (int(facts["tonic_pc"]), facts["mode"]), estimate[0] == int(facts["tonic_pc"])
+
+
+def _tempo_rates(estimates: list[float], facts: list[dict[str, Any]]) -> dict[str, float] | None:
+    """MIREX accuracy 1 (within 8 %) and 2 (also at x2, x1/2, x3, x1/3) over clips whose caption has a tempo."""
+    pairs = [(e, float(f["tempo_bpm"])) for e, f in zip(estimates, facts, strict=True) if f.get("tempo_bpm")]
+    if not pairs:
+        return None
+    hits = [tempo_ok(e, t) for e, t in pairs]
+    return {"accuracy1": _rate(hits, 0), "accuracy2": _rate(hits, 1), "clips": len(pairs)}
 
 
 @torch.no_grad()
@@ -103,29 +116,44 @@ def evaluate_checkpoint(
     report["dpd"] = dpd_loss_by_angle(model.dpd, z0, tokens, bins=4, seed=seed)
     report["dpd"]["windows"] = len(picks)
 
-    log("[evaluate] key of the real held-out audio")
-    real_hits = [_key_ok(estimate_key(a, sr), c.facts) for a, c in zip(val.audio, val.clips, strict=True)]
+    log("[evaluate] key and tempo of the real held-out audio and of its VAE reconstruction")
+    facts = [c.facts for c in val.clips]
+    real_hits = [_key_ok(estimate_key(a, sr), f) for a, f in zip(val.audio, facts, strict=True)]
+    recon_hits = [_key_ok(estimate_key(a, sr), f) for a, f in zip(recon, facts, strict=True)]
+    real_bpm = [estimate_tempo(a, sr) for a in val.audio]
+    recon_bpm = [estimate_tempo(a, sr) for a in recon]
     chosen = _distinct_works(val.clips, generate_clips)
     log(f"[evaluate] generating {len(chosen)} clips of {seconds:g} s from held-out captions")
     backend = EagerBackend(model)
     settings = GenerationSettings(seconds=seconds, steps=cfg.steps, guidance_scale=cfg.guidance_scale, seed=seed)
-    gen_hits, generated = [], []
+    gen_hits, gen_bpm, generated = [], [], []
     codes = model.conditioner.tokens_from_prompt([val.clips[i].caption for i in chosen], encoder)
     for j, i in enumerate(chosen):
         audio = generate(backend, backend.spec, [int(x) for x in codes[j]], settings)
         generated.append(audio)
         gen_hits.append(_key_ok(estimate_key(torch.from_numpy(audio), sr), val.clips[i].facts))
+        gen_bpm.append(estimate_tempo(torch.from_numpy(audio), sr))
         log(f"[evaluate]   {j + 1}/{len(chosen)}: {val.clips[i].caption!r}")
     report["key_accuracy"] = {
         "generated": _rate(gen_hits, 0),
         "generated_same_tonic": _rate(gen_hits, 1),
         "real_heldout": _rate(real_hits, 0),
         "real_heldout_same_tonic": _rate(real_hits, 1),
+        "vae_reconstruction": _rate(recon_hits, 0),
+        "vae_reconstruction_same_tonic": _rate(recon_hits, 1),
         "chance": 1 / 24,
         "chance_same_tonic": 1 / 12,
         "generated_clips": len(chosen),
         "real_clips": len(real_hits),
         "finite": bool(all(np.isfinite(a).all() for a in generated)),
+    }
+    shuffled = facts[len(facts) // 2 :] + facts[: len(facts) // 2]  # every clip against another clip's caption
+    report["tempo_accuracy"] = {
+        "generated": _tempo_rates(gen_bpm, [val.clips[i].facts for i in chosen]),
+        "real_heldout": _tempo_rates(real_bpm, facts),
+        "vae_reconstruction": _tempo_rates(recon_bpm, facts),
+        "shuffled_captions": _tempo_rates(real_bpm, shuffled),
+        "estimator": "onset-envelope autocorrelation, 50-220 bpm, log-normal prior at 120 bpm",
     }
     report["examples"] = _write_examples(out, val, chosen, generated, sr)
     report["wall_seconds"] = round(time.monotonic() - t0, 1)

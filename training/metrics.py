@@ -96,3 +96,40 @@ def estimate_key(audio: Tensor, sample_rate: int) -> tuple[int, str]:
             if r > best_r:
                 best, best_r = (tonic, mode), r
     return best
+
+
+def onset_envelope(audio: Tensor, sample_rate: int, hop: int = 256) -> Tensor:
+    """audio [N] -> onset strength [frames]: half-wave rectified log-mel flux, mean over 64 bands."""
+    mel = log_mel(audio[None], sample_rate, n_fft=1024, hop=hop, n_mels=64)[0]  # [T, 64]
+    flux = (mel[1:] - mel[:-1]).clamp_min(0).mean(1)
+    return flux - flux.mean()
+
+
+def estimate_tempo(audio: Tensor, sample_rate: int, lo_bpm: float = 50.0, hi_bpm: float = 220.0) -> float:
+    """Beats per minute of mono audio [N]: the autocorrelation peak of the onset envelope, weighted by a
+    log-normal prior around 120 bpm (one octave wide) so that a beat is preferred to a bar or a tatum."""
+    hop = 256
+    env = onset_envelope(audio, sample_rate, hop)
+    n = env.numel()
+    spec = torch.fft.rfft(env, 2 * n)
+    acf = torch.fft.irfft(spec * spec.conj(), 2 * n)[:n]
+    acf = acf / acf[0].clamp_min(1e-12)
+    frame_rate = sample_rate / hop
+    lags = torch.arange(n, dtype=torch.float64)
+    bpm = 60.0 * frame_rate / lags.clamp_min(1)
+    keep = (bpm >= lo_bpm) & (bpm <= hi_bpm)
+    prior = torch.exp(-0.5 * torch.log2(bpm / 120.0) ** 2)
+    score = torch.where(keep, acf.double().clamp_min(0) * prior, torch.full_like(bpm, -1.0))
+    k = int(score.argmax())
+    if 0 < k < n - 1:  # parabolic interpolation of the peak, for sub-frame lag precision
+        a, b, c = (float(acf[k - 1]), float(acf[k]), float(acf[k + 1]))
+        denom = a - 2 * b + c
+        if denom < 0:
+            return 60.0 * frame_rate / (k + 0.5 * (a - c) / denom)
+    return float(bpm[k])
+
+
+def tempo_ok(estimate: float, truth: float, tolerance: float = 0.08) -> tuple[bool, bool]:
+    """(within ``tolerance`` of the truth, within it up to a factor of 2 or 3: MIREX's accuracy 1 and 2)."""
+    close = [abs(estimate / (truth * f) - 1) <= tolerance for f in (1, 2, 0.5, 3, 1 / 3)]
+    return close[0], any(close)

@@ -102,3 +102,19 @@ def test_caption_variants_carry_the_key():
     variants = caption_variants(facts)
     assert len(variants) == CAPTION_VARIANTS and len(set(variants)) == CAPTION_VARIANTS
     assert all("G minor" in v for v in variants[:7])
+
+
+@needs_fluidsynth
+def test_cli_logs_progress_lines_when_not_a_terminal(tmp_path):
+    from click.testing import CliRunner
+
+    from melody_edge.cli import main
+
+    out = tmp_path / "set"
+    result = CliRunner().invoke(
+        main, ["data", "synth", "--out", str(out), "--hours", str(3 * 2.0 / 3600), "--clip-seconds", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("clips ")]
+    assert lines and lines[-1].startswith("clips 3/3 (100 %)"), result.output
+    assert "ETA" in lines[0]
