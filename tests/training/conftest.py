@@ -36,6 +36,7 @@ def make_toy_dataset(root: Path, clips: int = 6, seconds: float = 10.0) -> Path:
                 "key": names[i % 6],
                 "mode": "major",
                 "tonic_pc": tonic % 12,
+                "tempo_bpm": 120,  # four notes a second: eighths at 120 bpm
             }
             fh.write(json.dumps(row) + "\n")
     return root

@@ -165,5 +165,9 @@ def test_evaluate_writes_the_model_card_figures(toy_data, tmp_path):
     assert report["lm"]["uniform_ce"] == pytest.approx(6.9315, abs=1e-3)
     assert report["key_accuracy"]["real_heldout"] == 1.0  # pure arpeggios: the estimator must get them right
     assert report["key_accuracy"]["finite"] and set(report["dpd"]) >= {"mean", "windows"}
+    assert "vae_reconstruction" in report["key_accuracy"]
+    tempo = report["tempo_accuracy"]
+    assert tempo["real_heldout"]["clips"] == 2 and tempo["generated"]["clips"] == 1
+    assert tempo["real_heldout"]["accuracy2"] == 1.0  # a steady note train: the beat or its double
     assert (tmp_path / "card" / "spectrograms.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "card" / "model_card.json").read_text())["vae"]["clips"] == 2
