@@ -118,8 +118,10 @@ def _run_loop(component: str, data_dir: Path, config_name: str, out: Path, seed:
 
     fn = {"vae": pipeline.train_vae, "dpd": pipeline.train_dpd, "lm": pipeline.train_lm}[component]
     try:
+        disc_start = kw.pop("disc_start", None)
         options = pipeline.default_options(config_name, component, seed=seed, **kw)
-        result = fn(data_dir, config_name, out, options, log=lambda m: click.echo(m, err=True))
+        extra = {"disc_start": disc_start} if disc_start is not None else {}
+        result = fn(data_dir, config_name, out, options, log=lambda m: click.echo(m, err=True), **extra)
     except _errors() as exc:
         raise click.ClickException(str(exc)) from None
     status = "finished" if result.finished else "stopped early (resume with the same command)"
@@ -138,7 +140,16 @@ for _name, _doc in (
 
         return command
 
-    train.command(name=_name, help=_doc)(_common(_loop_options(_make(_name))))
+    cmd = _common(_loop_options(_make(_name)))
+    if _name == "vae":
+        cmd = click.option(
+            "--disc-start",
+            type=int,
+            default=None,
+            help="Step at which the discriminators switch on (default: per config; raise it to continue on "
+            "the reconstruction loss alone).",
+        )(cmd)
+    train.command(name=_name, help=_doc)(cmd)
 
 
 @train.command()

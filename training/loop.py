@@ -136,6 +136,9 @@ class Task(Protocol):
     config: ConfigBase  # saved as config.json beside model.safetensors
     module: nn.Module  # the component written to model.safetensors
     extra_modules: dict[str, nn.Module]  # other trained modules (discriminators), saved under extra/
+    # Optional: names what validation runs on beyond the data (the VAE whose latents the DPD sees);
+    # a resumed run whose inputs differ measures its best figure again.
+    validation_inputs: str | None
 
     def optimizers(self, options: TrainOptions) -> dict[str, torch.optim.Optimizer]: ...
 
@@ -227,10 +230,20 @@ def run_training(
     task.attach(optimizers)
     start, elapsed_before = 0, 0.0
     best = {"value": math.inf, "step": None}
+    # What the validation figures were measured on (e.g. the VAE whose latents the DPD sees): a best
+    # figure from other inputs says nothing about these, so it must not keep stale weights "best".
+    inputs_key = getattr(task, "validation_inputs", None)
     if has_training_state(out) and not options.fresh:
         state = load_training(out, task.module, optimizers, task.extra_modules)
         start, elapsed_before = int(state["step"]), float(state.get("wall_seconds", 0.0))
-        best = state.get("best", best) if state.get("best", {}).get("value") is not None else best
+        saved = state.get("best") or {}
+        if saved.get("value") is not None and saved.get("inputs", inputs_key) == inputs_key:
+            best = saved
+        elif saved.get("value") is not None and rt.is_main:
+            log(
+                f"[{task.name}] validation inputs changed since step {saved.get('step')} "
+                f"({saved.get('inputs')} -> {inputs_key}): the best figure so far is measured again"
+            )
         if rt.is_main:
             log(f"[{task.name}] resuming from {out} at step {start}")
     elif rt.is_main and out.exists() and options.fresh:
@@ -266,7 +279,7 @@ def run_training(
         if value < best["value"]:
             # The weights with the lowest validation loss so far: what `assemble` ships (small
             # data sets overfit long before a CPU budget runs out).
-            best.update(value=value, step=step_done, metric=primary_metric(vals))
+            best.update(value=value, step=step_done, metric=primary_metric(vals), inputs=inputs_key)
             save_component(out / BEST_DIR, task.config, task.module)
         return vals
 

@@ -122,8 +122,20 @@ def _save_fit(run: Path, name: str, config, module, report: dict[str, Any]) -> N
     (d / "fit.json").write_text(json.dumps(report, indent=1) + "\n")
 
 
-def _vae_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> VAETask:
-    settings = VAE_SETTINGS.get(cfg.name, VAETrainSettings())
+def vae_settings(config_name: str, disc_start: int | None = None) -> VAETrainSettings:
+    """The config's VAE settings; ``disc_start`` (the step the discriminators switch on) overrides."""
+    settings = VAE_SETTINGS.get(config_name, VAETrainSettings())
+    if disc_start is None:
+        return settings
+    if disc_start < 0:
+        raise ValueError(f"--disc-start must be >= 0 (the step the discriminators switch on), got {disc_start}")
+    return dataclasses.replace(settings, disc_start=disc_start)
+
+
+def _vae_task(
+    data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log, disc_start: int | None
+) -> VAETask:
+    settings = vae_settings(cfg.name, disc_start)
     train, val = _audio(data, cfg, settings.val_seconds)
     return VAETask(cfg.vae, train, val, options, settings, rt)
 
@@ -141,14 +153,18 @@ def _token_data(data: Path, cfg: MelodyConfig, run: Path, needed_by: str, log: L
     )
 
 
-def _dpd_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> DPDTask:
+def _dpd_task(
+    data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log, _: None
+) -> DPDTask:
     train, val, tok_train, tok_val = _token_data(data, cfg, run, "train dpd", log)
     vae = load_vae(run, "train dpd")
     digest = features.weights_digest(component_dir(run, "vae"))
     cache = Path(run) / "cache"
     z_train = features.vae_latents(cache, TRAIN, train, vae, digest, log)
     z_val = features.vae_latents(cache, VALIDATION, val, vae, digest, log)
-    return DPDTask(cfg.dpd, (z_train, tok_train), (z_val, tok_val), options, DPDTrainSettings(), rt)
+    task = DPDTask(cfg.dpd, (z_train, tok_train), (z_val, tok_val), options, DPDTrainSettings(), rt)
+    task.validation_inputs = f"vae {digest}, tokenizer {features.weights_digest(component_dir(run, 'tokenizer'))}"
+    return task
 
 
 def _codes(data: Path, run: Path, log: Log):
@@ -164,10 +180,14 @@ def _codes(data: Path, run: Path, log: Log):
     return train_variants, val_caption
 
 
-def _lm_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> LMTask:
+def _lm_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log, _: None) -> LMTask:
     _, _, tok_train, tok_val = _token_data(data, cfg, run, "train lm", log)
     codes_train, codes_val = _codes(data, run, log)
-    return LMTask(cfg.lm, (codes_train, tok_train), (codes_val, tok_val), options, LMTrainSettings(), rt)
+    task = LMTask(cfg.lm, (codes_train, tok_train), (codes_val, tok_val), options, LMTrainSettings(), rt)
+    task.validation_inputs = ", ".join(
+        f"{name} {features.weights_digest(component_dir(run, name))}" for name in ("tokenizer", "conditioner")
+    )
+    return task
 
 
 _TASKS = {"vae": _vae_task, "dpd": _dpd_task, "lm": _lm_task}
@@ -181,12 +201,19 @@ def train_component(
     options: TrainOptions,
     runtime: Runtime | None = None,
     log: Log = print,
+    disc_start: int | None = None,
 ) -> TrainResult:
-    """Train ``vae``, ``dpd`` or ``lm`` into ``RUN/<component>``, resuming a saved state."""
+    """Train ``vae``, ``dpd`` or ``lm`` into ``RUN/<component>``, resuming a saved state.
+
+    ``disc_start`` (VAE only) moves the step where the discriminators switch on, for instance to
+    continue a run on the reconstruction loss alone.
+    """
     cfg = resolve_config(config)
+    if disc_start is not None and component != "vae":
+        raise ValueError(f"--disc-start applies to the VAE only, not to {component}")
     rt = runtime or init_runtime()
     check_config(run, component, getattr(cfg, component))
-    task = _TASKS[component](data, cfg, run, options, rt, log)
+    task = _TASKS[component](data, cfg, run, options, rt, log, disc_start)
     return run_training(task, component_dir(run, component), options, rt, log)
 
 

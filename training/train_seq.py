@@ -54,6 +54,7 @@ class DPDTrainSettings:
 
 class DPDTask:
     name = "dpd"
+    validation_inputs: str | None = None
 
     def __init__(
         self,
@@ -120,6 +121,7 @@ class LMTrainSettings:
 
 class LMTask:
     name = "lm"
+    validation_inputs: str | None = None
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ def _split(x: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 class VAETask:
     name = "vae"
+    validation_inputs: str | None = None
 
     def __init__(
         self,

@@ -117,6 +117,45 @@ def test_bad_data_errors(tmp_path, toy_data):
         read_index(broken)
 
 
+def test_dpd_best_is_measured_again_when_the_vae_changes(toy_data, fitted_run, tmp_path):
+    """A best validation figure on the old VAE's latents must not keep the old DPD weights "best"."""
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    quiet = dict(warmup_steps=2, log_every=2, val_every=4, save_every=4)
+    pipeline.train_vae(toy_data, "tiny", run, pipeline.default_options("tiny", "vae", steps=4), log=lambda m: None)
+    pipeline.train_dpd(
+        toy_data, "tiny", run, pipeline.default_options("tiny", "dpd", steps=4, **quiet), log=lambda m: None
+    )
+    first = json.loads((run / "dpd" / "train_state" / "state.json").read_text())["best"]
+    assert first["step"] == 4 and first["inputs"].startswith("vae ")
+    # Same latents: resuming keeps the record. A VAE trained further: the record is measured again.
+    pipeline.train_vae(toy_data, "tiny", run, pipeline.default_options("tiny", "vae", steps=6), log=lambda m: None)
+    logs: list[str] = []
+    opts = pipeline.default_options("tiny", "dpd", steps=8, **quiet)
+    pipeline.train_dpd(toy_data, "tiny", run, opts, log=logs.append)
+    assert any("validation inputs changed since step 4" in m for m in logs), logs
+    best = json.loads((run / "dpd" / "train_state" / "state.json").read_text())["best"]
+    assert best["step"] == 8 and best["inputs"] != first["inputs"]
+
+
+def test_disc_start_moves_the_adversarial_phase(toy_data, fitted_run, tmp_path):
+    """tiny switches the discriminators on at step 10; --disc-start 1000 keeps 14 steps reconstruction-only."""
+    quiet = dict(log_every=2, warmup_steps=2, val_every=100, save_every=100)
+    metrics = {}
+    for name, disc_start in (("default", None), ("late", 1000)):
+        run = tmp_path / name
+        shutil.copytree(fitted_run, run)
+        opts = pipeline.default_options("tiny", "vae", steps=14, **quiet)
+        pipeline.train_vae(toy_data, "tiny", run, opts, log=lambda m: None, disc_start=disc_start)
+        metrics[name] = {r["metric"] for r in read_log(run / "vae") if r["split"] == "train"}
+    assert "disc" in metrics["default"] and "fm" in metrics["default"]
+    assert "disc" not in metrics["late"] and "mrstft" in metrics["late"]
+    with pytest.raises(ValueError, match="--disc-start must be >= 0"):
+        pipeline.vae_settings("tiny", -1)
+    with pytest.raises(ValueError, match="VAE only"):
+        pipeline.train_lm(toy_data, "tiny", fitted_run, pipeline.default_options("tiny", "lm"), disc_start=5)
+
+
 def test_options_validate():
     with pytest.raises(ValueError, match="--steps"):
         TrainOptions(steps=0)
