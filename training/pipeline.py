@@ -24,7 +24,15 @@ from melody_edge.models.semantic_tokenizer import KMeansSemanticTokenizer
 from . import features
 from .data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
 from .loop import Runtime, TrainOptions, TrainResult, init_runtime, run_training
-from .run_dir import assemble_checkpoint, check_config, component_dir, load_conditioner, load_tokenizer, load_vae
+from .run_dir import (
+    assemble_checkpoint,
+    check_config,
+    component_dir,
+    load_conditioner,
+    load_tokenizer,
+    load_vae,
+    shipped_dir,
+)
 from .train_seq import DPDTask, DPDTrainSettings, LMTask, LMTrainSettings
 from .train_vae import VAETask, VAETrainSettings
 
@@ -158,7 +166,7 @@ def _dpd_task(
 ) -> DPDTask:
     train, val, tok_train, tok_val = _token_data(data, cfg, run, "train dpd", log)
     vae = load_vae(run, "train dpd")
-    digest = features.weights_digest(component_dir(run, "vae"))
+    digest = features.weights_digest(shipped_dir(run, "vae", "train dpd"))
     cache = Path(run) / "cache"
     z_train = features.vae_latents(cache, TRAIN, train, vae, digest, log)
     z_val = features.vae_latents(cache, VALIDATION, val, vae, digest, log)

@@ -44,6 +44,13 @@ def require_component(run: Path, name: str, needed_by: str) -> Path:
     return d
 
 
+def shipped_dir(run: Path, name: str, needed_by: str) -> Path:
+    """Where the weights that ship (and that later stages must build on) live: ``best/`` when the loop
+    kept lowest-validation weights, else the component directory (fitted parts, or no validation yet)."""
+    d = require_component(run, name, needed_by)
+    return d / BEST_DIR if (d / BEST_DIR / "model.safetensors").is_file() else d
+
+
 def check_config(run: Path, name: str, expected) -> None:
     """Refuse a component trained under a different config than the one asked for now."""
     d = component_dir(run, name)
@@ -67,8 +74,8 @@ def load_conditioner(run: Path, needed_by: str) -> PromptConditioner:
 
 
 def load_vae(run: Path, needed_by: str) -> VAE:
-    d = require_component(run, "vae", needed_by)
-    return load_component(d, VAEConfig, VAE)[1]
+    """The VAE that :func:`assemble_checkpoint` ships, so the DPD learns the latents it will decode."""
+    return load_component(shipped_dir(run, "vae", needed_by), VAEConfig, VAE)[1]
 
 
 def assemble_checkpoint(
@@ -82,10 +89,8 @@ def assemble_checkpoint(
     cfg = preset(config) if isinstance(config, str) else config
     model = build_model(cfg)
     for name in ORDER:
-        d = require_component(run, name, "assemble")
+        d = shipped_dir(run, name, "assemble") if best else require_component(run, name, "assemble")
         check_config(run, name, getattr(cfg, name))
-        if best and (d / BEST_DIR / "model.safetensors").is_file():
-            d = d / BEST_DIR
         _, module = load_component(d, type(getattr(cfg, name)), type(getattr(model, name)))
         setattr(model, name, module)
     target = Path(out) if out is not None else run / "checkpoint"

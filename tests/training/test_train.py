@@ -138,6 +138,25 @@ def test_dpd_best_is_measured_again_when_the_vae_changes(toy_data, fitted_run, t
     assert best["step"] == 8 and best["inputs"] != first["inputs"]
 
 
+def test_dpd_learns_the_latents_of_the_vae_that_ships(toy_data, fitted_run, tmp_path):
+    """assemble ships RUN/vae/best; the DPD's latents must come from those weights, not the last ones."""
+    from melody_edge.models.checkpoint import load_component, save_component
+    from melody_edge.models.vae import VAE, VAEConfig
+    from melody_edge.training.run_dir import load_vae
+
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    pipeline.train_vae(toy_data, "tiny", run, pipeline.default_options("tiny", "vae", steps=2), log=lambda m: None)
+    cfg, best = load_component(run / "vae", VAEConfig, VAE)
+    with torch.no_grad():
+        for p in best.parameters():
+            p.add_(0.01)
+    save_component(run / "vae" / "best", cfg, best)
+    loaded = load_vae(run, "train dpd")
+    for (name, a), b in zip(loaded.state_dict().items(), best.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_disc_start_moves_the_adversarial_phase(toy_data, fitted_run, tmp_path):
     """tiny switches the discriminators on at step 10; --disc-start 1000 keeps 14 steps reconstruction-only."""
     quiet = dict(log_every=2, warmup_steps=2, val_every=100, save_every=100)
