@@ -118,10 +118,9 @@ def _run_loop(component: str, data_dir: Path, config_name: str, out: Path, seed:
 
     fn = {"vae": pipeline.train_vae, "dpd": pipeline.train_dpd, "lm": pipeline.train_lm}[component]
     try:
-        disc_start = kw.pop("disc_start", None)
+        disc_start = kw.pop("disc_start", None)  # only `train vae` has the option
         options = pipeline.default_options(config_name, component, seed=seed, **kw)
-        extra = {"disc_start": disc_start} if disc_start is not None else {}
-        result = fn(data_dir, config_name, out, options, log=lambda m: click.echo(m, err=True), **extra)
+        result = fn(data_dir, config_name, out, options, log=lambda m: click.echo(m, err=True), disc_start=disc_start)
     except _errors() as exc:
         raise click.ClickException(str(exc)) from None
     status = "finished" if result.finished else "stopped early (resume with the same command)"

@@ -141,7 +141,13 @@ def vae_settings(config_name: str, disc_start: int | None = None) -> VAETrainSet
 
 
 def _vae_task(
-    data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log, disc_start: int | None
+    data: Path,
+    cfg: MelodyConfig,
+    run: Path,
+    options: TrainOptions,
+    rt: Runtime,
+    log: Log,
+    disc_start: int | None = None,
 ) -> VAETask:
     settings = vae_settings(cfg.name, disc_start)
     train, val = _audio(data, cfg, settings.val_seconds)
@@ -161,9 +167,7 @@ def _token_data(data: Path, cfg: MelodyConfig, run: Path, needed_by: str, log: L
     )
 
 
-def _dpd_task(
-    data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log, _: None
-) -> DPDTask:
+def _dpd_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> DPDTask:
     train, val, tok_train, tok_val = _token_data(data, cfg, run, "train dpd", log)
     vae = load_vae(run, "train dpd")
     digest = features.weights_digest(shipped_dir(run, "vae", "train dpd"))
@@ -188,7 +192,7 @@ def _codes(data: Path, run: Path, log: Log):
     return train_variants, val_caption
 
 
-def _lm_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log, _: None) -> LMTask:
+def _lm_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> LMTask:
     _, _, tok_train, tok_val = _token_data(data, cfg, run, "train lm", log)
     codes_train, codes_val = _codes(data, run, log)
     task = LMTask(cfg.lm, (codes_train, tok_train), (codes_val, tok_val), options, LMTrainSettings(), rt)
@@ -221,7 +225,8 @@ def train_component(
         raise ValueError(f"--disc-start applies to the VAE only, not to {component}")
     rt = runtime or init_runtime()
     check_config(run, component, getattr(cfg, component))
-    task = _TASKS[component](data, cfg, run, options, rt, log, disc_start)
+    make_task = functools.partial(_vae_task, disc_start=disc_start) if component == "vae" else _TASKS[component]
+    task = make_task(data, cfg, run, options, rt, log)
     return run_training(task, component_dir(run, component), options, rt, log)
 
 
