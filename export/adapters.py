@@ -114,7 +114,7 @@ class VAEDecodeChunk(nn.Module):
 
 
 class VAEEncode(nn.Module):
-    """audio [1, N] -> normalised latent mean clip(mu / scale, -1, 1) [1, C, N / hop] (for continuing audio)."""
+    """audio [1, N] -> DPD-space latent mean gain * clip(mu / scale, -1, 1) [1, C, N / hop] (for continuing audio)."""
 
     def __init__(self, vae: VAE) -> None:
         super().__init__()

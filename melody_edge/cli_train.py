@@ -194,6 +194,22 @@ def train_all_command(data_dir: Path, config_name: str, out: Path, seed: int, ma
 
 
 @train.command()
+@click.option("--config", "config_name", default="demo", show_default=True, help="tiny, demo, edge, paper.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
+@click.option("--to", "target", type=click.Path(path_type=Path), default=None, help="Checkpoint dir [RUN/checkpoint].")
+@click.option("--fp32", is_flag=True, help="Keep fp32 weights (default: fp16, as shipped).")
+def assemble(config_name: str, out: Path, target: Path | None, fp32: bool) -> None:
+    """Combine a run's five components (each network's lowest-validation weights) into one checkpoint."""
+    from melody_edge.training.run_dir import assemble_checkpoint
+
+    try:
+        path = assemble_checkpoint(out, config_name, target, fp16=not fp32)
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"checkpoint: {path}")
+
+
+@train.command()
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="Combined checkpoint to measure.")
 @click.option(
     "--data", "data_dir", type=click.Path(path_type=Path), required=True, help="Data set (its validation split)."
@@ -219,4 +235,4 @@ def evaluate(
             click.echo(f"loss curves: {plot_training_curves(run, out)}", err=True)
     except _errors() as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps({k: report[k] for k in ("vae", "lm", "dpd", "key_accuracy")}, indent=1))
+    click.echo(json.dumps({k: report[k] for k in ("vae", "lm", "dpd", "dpd_token_use", "key_accuracy")}, indent=1))

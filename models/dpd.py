@@ -8,7 +8,8 @@ M = 4 chunks. Frames are cut into N overlapping segments of K = 64 frames (hop K
   merge width), run a RoFormer layer across segments (self-attention, then cross-attention to the
   semantic-token embeddings with time-aligned rotary positions), repeat the update back r times;
 * intra-segment ("fine") path: a bidirectional SRU inside each segment, FiLM-modulated by the
-  per-frame angle embedding plus the mean semantic embedding.
+  per-frame angle embedding plus the mean semantic embedding (plus, with ``frame_token_film``, the
+  embedding of the frame's own token).
 
 Semantic token id ``token_vocab`` is the null token: classifier-free guidance's unconditional pass
 and tokens not generated yet both use it.
@@ -47,6 +48,10 @@ class DPDConfig(ConfigBase):
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     parallel_scan: bool = False
+    # FiLM also sees the embedding of each frame's own semantic token (repeated frames_per_token
+    # times), not only the window mean: the fine path then knows which token it is rendering
+    # without having to find it through cross-attention first.
+    frame_token_film: bool = False
 
     def validate(self) -> None:
         for name in ("latent_channels", "dim", "n_blocks", "n_heads", "ffn_dim", "sru_layers", "angle_dim"):
@@ -236,6 +241,9 @@ class DualPathDiffusion(nn.Module):
         x = self.in_proj(z.transpose(1, 2))  # [B, L, D]
         tok = self.token_embed(tokens)  # [B, S, D]
         cond = self.angle_embed(angles) + tok.mean(dim=1, keepdim=True)
+        if c.frame_token_film:
+            b, n_tok, d = tok.shape
+            cond = cond + tok[:, :, None].expand(b, n_tok, c.frames_per_token, d).reshape(b, length, d)
         x = segment(x, c.segment_frames)
         cond = segment(cond, c.segment_frames)
         seg_rotary = (self.seg_cos, self.seg_sin)
@@ -296,11 +304,19 @@ def dpd_loss(
 DPD_PRESETS: dict[str, DPDConfig] = {
     # Segments of 16 frames instead of 64 keep the unrolled SRU short, so test exports lower quickly.
     "tiny": DPDConfig(
-        dim=32, n_blocks=2, n_heads=2, ffn_dim=64, segment_frames=16, merge_widths=(4, 4), sru_layers=1, angle_dim=32
+        dim=32,
+        n_blocks=2,
+        n_heads=2,
+        ffn_dim=64,
+        segment_frames=16,
+        merge_widths=(4, 4),
+        sru_layers=1,
+        angle_dim=32,
+        frame_token_film=True,
     ),
     # Sized for streaming on a phone CPU: the cost per second of audio is steps x chunks x the window
     # pass, so width and depth are small (docs/configs.md has the FLOP budget).
-    "edge": DPDConfig(dim=128, n_blocks=4, n_heads=4, ffn_dim=512, merge_widths=(8, 4, 4, 8)),
+    "edge": DPDConfig(dim=128, n_blocks=4, n_heads=4, ffn_dim=512, merge_widths=(8, 4, 4, 8), frame_token_film=True),
     # Trained on 2 CPU cores: a one-layer SRU over 32-frame segments is the cheapest fine path to
     # back-propagate through; the coarse path keeps the paper's shape.
     "demo": DPDConfig(
@@ -312,6 +328,7 @@ DPD_PRESETS: dict[str, DPDConfig] = {
         merge_widths=(8, 4, 4, 8),
         sru_layers=1,
         angle_dim=64,
+        frame_token_film=True,
     ),
     # The paper's 296.6M: hidden 768, 8 dual-path blocks, 2-layer bidirectional SRU; merge widths
     # shortest in the middle blocks.

@@ -22,6 +22,7 @@ import soundfile as sf
 import torch
 
 from melody_edge.models.conditioning import SentenceEmbeddingTextEncoder, default_text_encoder_dir
+from melody_edge.models.diffusion import ddim_sample
 from melody_edge.models.lm import lm_loss
 from melody_edge.models.melody import MeLoDy
 from melody_edge.runtime.eager import EagerBackend
@@ -30,6 +31,7 @@ from melody_edge.runtime.pipeline import GenerationSettings, generate
 from .data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
 from .metrics import (
     dpd_loss_by_angle,
+    dpd_token_use,
     estimate_key,
     estimate_tempo,
     log_mel,
@@ -115,6 +117,8 @@ def evaluate_checkpoint(
     tokens = torch.stack([tok_val[i][s : s + d.window_tokens] for i, s in picks])
     report["dpd"] = dpd_loss_by_angle(model.dpd, z0, tokens, bins=4, seed=seed)
     report["dpd"]["windows"] = len(picks)
+    report["dpd"]["latent_gain"] = cfg.vae.latent_gain
+    report["dpd_token_use"] = dpd_token_use(model.dpd, z0, tokens, seed=seed)
 
     log("[evaluate] key and tempo of the real held-out audio and of its VAE reconstruction")
     facts = [c.facts for c in val.clips]
@@ -126,6 +130,20 @@ def evaluate_checkpoint(
     log(f"[evaluate] generating {len(chosen)} clips of {seconds:g} s from held-out captions")
     backend = EagerBackend(model)
     settings = GenerationSettings(seconds=seconds, steps=cfg.steps, guidance_scale=cfg.guidance_scale, seed=seed)
+    # The DPD and VAE alone, from the real audio's own semantic tokens: separates what the DPD loses
+    # from what the LM's tokens lose.
+    log(f"[evaluate] rendering {len(chosen)} clips from their real semantic tokens (DPD + VAE, no LM)")
+    dpd_bpm, dpd_hits = [], []
+    for i in chosen:
+        if tok_val[i].numel() < d.window_tokens:
+            raise ValueError(
+                f"held-out clip {val.clips[i].id} has {tok_val[i].numel()} semantic tokens, fewer than one "
+                f"DPD window ({d.window_tokens}); build the data set with clips of at least "
+                f"{d.window_frames / cfg.vae.latent_rate:g} s"
+            )
+        audio = render_tokens(model, tok_val[i], seed)
+        dpd_hits.append(_key_ok(estimate_key(audio, sr), val.clips[i].facts))
+        dpd_bpm.append(estimate_tempo(audio, sr))
     gen_hits, gen_bpm, generated = [], [], []
     codes = model.conditioner.tokens_from_prompt([val.clips[i].caption for i in chosen], encoder)
     for j, i in enumerate(chosen):
@@ -137,6 +155,8 @@ def evaluate_checkpoint(
     report["key_accuracy"] = {
         "generated": _rate(gen_hits, 0),
         "generated_same_tonic": _rate(gen_hits, 1),
+        "dpd_from_real_tokens": _rate(dpd_hits, 0),
+        "dpd_from_real_tokens_same_tonic": _rate(dpd_hits, 1),
         "real_heldout": _rate(real_hits, 0),
         "real_heldout_same_tonic": _rate(real_hits, 1),
         "vae_reconstruction": _rate(recon_hits, 0),
@@ -150,6 +170,7 @@ def evaluate_checkpoint(
     shuffled = facts[len(facts) // 2 :] + facts[: len(facts) // 2]  # every clip against another clip's caption
     report["tempo_accuracy"] = {
         "generated": _tempo_rates(gen_bpm, [val.clips[i].facts for i in chosen]),
+        "dpd_from_real_tokens": _tempo_rates(dpd_bpm, [val.clips[i].facts for i in chosen]),
         "real_heldout": _tempo_rates(real_bpm, facts),
         "vae_reconstruction": _tempo_rates(recon_bpm, facts),
         "shuffled_captions": _tempo_rates(real_bpm, shuffled),
@@ -159,6 +180,25 @@ def evaluate_checkpoint(
     report["wall_seconds"] = round(time.monotonic() - t0, 1)
     (out / "model_card.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def render_tokens(model: MeLoDy, tokens: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """One window of semantic tokens [S >= window] -> audio [window seconds] through the DPD sampler and the VAE."""
+    d = model.config.dpd
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(1, d.latent_channels, d.window_frames, generator=gen)
+    angles = torch.full((1, d.window_frames), math.pi / 2)
+    latent = ddim_sample(
+        model.dpd,
+        z,
+        angles,
+        torch.ones(1, d.window_frames, dtype=torch.bool),
+        tokens[None, : d.window_tokens].long(),
+        model.config.steps,
+        model.config.guidance_scale,
+        d.null_token,
+    )
+    return model.vae.decode(latent)[0]
 
 
 def _rate(hits: list[tuple[bool, bool]], k: int) -> float:

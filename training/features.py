@@ -60,18 +60,23 @@ def semantic_tokens(
 def vae_latents(
     cache: Path, split: str, audio: AudioSet, vae: VAE, digest: str, log: Log | None = None
 ) -> list[Tensor]:
-    """Normalised posterior-mean latents of every clip: list of [C, F_i]."""
+    """Normalised posterior-mean latents of every clip, in the DPD's space: list of [C, F_i].
+
+    The cache holds them before the VAE's ``latent_gain`` (which lives in its config, not in the
+    weights the cache is keyed by), so a gain change never reads stale latents.
+    """
     hop = vae.hop_length
+    gain = vae.config.latent_gain
 
     def build() -> dict[str, Tensor]:
         out = {}
         for c, a in zip(audio.clips, audio.audio, strict=True):
             n = a.numel() // hop * hop
-            out[c.id] = vae.latent(a[None, :n])[0]
+            out[c.id] = vae.latent(a[None, :n])[0] / gain
         return out
 
     got = _cached(cache / f"latents-{split}-{digest}.safetensors", build, log)
-    return [got[c.id] for c in audio.clips]
+    return [got[c.id] * gain for c in audio.clips]
 
 
 def caption_codes(

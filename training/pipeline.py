@@ -175,7 +175,10 @@ def _dpd_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, r
     z_train = features.vae_latents(cache, TRAIN, train, vae, digest, log)
     z_val = features.vae_latents(cache, VALIDATION, val, vae, digest, log)
     task = DPDTask(cfg.dpd, (z_train, tok_train), (z_val, tok_val), options, DPDTrainSettings(), rt)
-    task.validation_inputs = f"vae {digest}, tokenizer {features.weights_digest(component_dir(run, 'tokenizer'))}"
+    task.validation_inputs = (
+        f"vae {digest} gain {vae.config.latent_gain:g}, "
+        f"tokenizer {features.weights_digest(component_dir(run, 'tokenizer'))}"
+    )
     return task
 
 

@@ -40,6 +40,29 @@ def test_forward_shapes_and_null_token():
     assert v.shape == z.shape and torch.isfinite(v).all()
 
 
+@torch.no_grad()
+def test_frame_token_film_adds_no_weights_and_conditions_each_frame_on_its_token():
+    on = tiny_dpd()
+    c = on.config
+    assert c.frame_token_film and not DPDConfig().frame_token_film
+    off = DualPathDiffusion(c.replace(frame_token_film=False)).eval()
+    off.load_state_dict(on.state_dict())  # same parameters: the flag only routes the embedding
+    torch.manual_seed(1)
+    z, angles = torch.randn(1, 16, c.window_frames), torch.rand(1, c.window_frames)
+    tokens = torch.randint(c.token_vocab, (1, c.window_tokens))
+    assert not torch.allclose(on(z, angles, tokens), off(z, angles, tokens))
+    # Through FiLM alone (no attention), changing the last token moves the frames of that token
+    # most, so the term is aligned with the frames it belongs to.
+    for block in on.blocks:
+        block.inter.cross_attn.wo.weight.zero_()
+        block.inter.self_attn.wo.weight.zero_()
+    other = tokens.clone()
+    other[0, -1] = (other[0, -1] + 1) % c.token_vocab
+    diff = (on(z, angles, tokens) - on(z, angles, other)).abs().sum(1)[0]
+    last = c.frames_per_token
+    assert diff[-last:].mean() > 10 * diff[: -c.segment_frames].mean()
+
+
 class CountingVelocity:
     def __init__(self, model):
         self.model, self.calls, self.batches = model, 0, []

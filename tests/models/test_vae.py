@@ -116,18 +116,37 @@ def test_shapes_hop_and_latent_range():
     for sample in (False, True):
         lat = vae.latent(audio * 50, sample=sample, generator=torch.Generator().manual_seed(0))
         assert lat.shape == (2, 16, 40)
-        assert lat.abs().max() <= 1.0
+        assert lat.abs().max() <= TINY.latent_gain
     a = vae.latent(audio, sample=True, generator=torch.Generator().manual_seed(7))
     b = vae.latent(audio, sample=True, generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, b) and not torch.equal(a, vae.latent(audio))
-    assert torch.allclose(vae.latent(audio), (mean / 3).clamp(-1, 1))
-    assert torch.equal(vae.normalize(torch.tensor([-9.0, 0.3, 4.0])), torch.tensor([-1.0, 0.1, 1.0]))
+    g = TINY.latent_gain
+    assert torch.allclose(vae.latent(audio), (mean / 3).clamp(-1, 1) * g)
+    assert torch.allclose(vae.normalize(torch.tensor([-9.0, 0.3, 4.0])), torch.tensor([-1.0, 0.1, 1.0]) * g)
     out = vae.decode(vae.latent(audio))
     assert out.shape == audio.shape and out.abs().max() <= 1.0
     recon, m, lv = vae(audio, generator=torch.Generator().manual_seed(0))
     assert recon.shape == audio.shape and m.shape == lv.shape == (2, 16, 40)
     with pytest.raises(ValueError, match="multiple of 96"):
         vae.encode(torch.zeros(1, 1000))
+
+
+@torch.no_grad()
+def test_latent_gain_scales_the_dpd_space_and_nothing_else():
+    """The gain multiplies the latent and divides the decoder input: same weights, same audio."""
+    assert TINY.latent_gain == 3.0 and VAEConfig().latent_gain == 1.0
+    torch.manual_seed(3)
+    audio = torch.randn(1, 96 * 40) * 0.5
+    gained = tiny_vae().eval()
+    plain = VAE(TINY.replace(latent_gain=1.0)).eval()
+    plain.load_state_dict(gained.state_dict())
+    lat = gained.latent(audio)
+    assert torch.allclose(lat, plain.latent(audio) * 3.0)
+    assert lat.std() > 2.0 * plain.latent(audio).std()
+    assert torch.allclose(gained.decode(lat), plain.decode(plain.latent(audio)), atol=1e-6)
+    r = gained.context_frames
+    window = torch.nn.functional.pad(lat, (r, r))
+    assert torch.allclose(gained.decode_chunk(window), plain.decode_chunk(window / 3.0), atol=1e-6)
 
 
 @torch.no_grad()
@@ -276,6 +295,8 @@ def test_analytic_flops_match_the_flop_counter(preset):
         ({"enc_res_dilations": ()}, "enc_res_dilations"),
         ({"sample_rate": 24001}, "sample_rate"),
         ({"latent_scale": 0.0}, "latent_scale"),
+        ({"latent_gain": float("nan")}, "latent_gain"),
+        ({"latent_gain": -1.0}, "latent_gain"),
         ({"latent_channels": 0}, "latent_channels"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -91,6 +92,18 @@ def test_train_all_assembles_a_loadable_checkpoint(toy_data, tmp_path):
     assert model.config.name == "tiny"
     weights = (result.checkpoint / "lm" / "model.safetensors").stat().st_size
     assert weights < 4 * sum(p.numel() for p in model.lm.parameters())  # fp16 on disk
+    # The CLI assembles the same run again, here in fp32, for a run continued by hand.
+    from click.testing import CliRunner
+
+    from melody_edge.cli import main
+
+    again = tmp_path / "fp32"
+    args = ["train", "assemble", "--config", "tiny", "--out", str(tmp_path / "run"), "--to", str(again), "--fp32"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and str(again) in res.output, res.output
+    assert (again / "lm" / "model.safetensors").stat().st_size > 4 * sum(p.numel() for p in model.lm.parameters())
+    res = CliRunner().invoke(main, ["train", "assemble", "--config", "edge", "--out", str(tmp_path / "run")])
+    assert res.exit_code != 0 and "different" in res.output, res.output
 
 
 def test_missing_prerequisite_names_the_command(toy_data, tmp_path):
@@ -224,6 +237,11 @@ def test_evaluate_writes_the_model_card_figures(toy_data, tmp_path):
     assert report["key_accuracy"]["real_heldout"] == 1.0  # pure arpeggios: the estimator must get them right
     assert report["key_accuracy"]["finite"] and set(report["dpd"]) >= {"mean", "windows"}
     assert "vae_reconstruction" in report["key_accuracy"]
+    assert 0.0 <= report["key_accuracy"]["dpd_from_real_tokens"] <= 1.0
+    assert report["tempo_accuracy"]["dpd_from_real_tokens"]["clips"] == 1
+    use = report["dpd_token_use"]
+    assert use["gaussian_baseline_mse"] > 0 and use["latent_variance"] > 0
+    assert all(math.isfinite(use[f"{k}_relative_mse"]) for k in ("real_tokens", "null_tokens", "other_windows_tokens"))
     tempo = report["tempo_accuracy"]
     assert tempo["real_heldout"]["clips"] == 2 and tempo["generated"]["clips"] == 1
     assert tempo["real_heldout"]["accuracy2"] == 1.0  # a steady note train: the beat or its double
