@@ -59,13 +59,18 @@ def dpd_loss_by_angle(model, z0: Tensor, tokens: Tensor, bins: int = 4, seed: in
     width = (math.pi / 2) / bins
     for i in range(bins):
         delta = (i + torch.rand(z0.shape[0], c.chunks, generator=gen)) * width
-        angles = delta.repeat_interleave(c.chunk_frames, dim=1).to(z0.device)
-        noise = torch.randn(z0.shape, generator=gen).to(z0.device)
-        cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
-        pred = model(cos * z0 + sin * noise, angles, tokens)
-        out[f"angle_{i * width:.2f}-{(i + 1) * width:.2f}"] = float((pred - (cos * noise - sin * z0)).pow(2).mean())
+        z, angles, target, _ = _noised(z0, delta, c.chunk_frames, gen)
+        out[f"angle_{i * width:.2f}-{(i + 1) * width:.2f}"] = float((model(z, angles, tokens) - target).pow(2).mean())
     out["mean"] = sum(out.values()) / bins
     return out
+
+
+def _noised(z0: Tensor, delta: Tensor, chunk_frames: int, gen: torch.Generator):
+    """Per-chunk angles [B, M] -> (z_delta, per-frame angles, velocity target, cos^2 of the angle [B, 1, L])."""
+    angles = delta.repeat_interleave(chunk_frames, dim=1).to(z0.device)
+    noise = torch.randn(z0.shape, generator=gen).to(z0.device)
+    cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
+    return cos * z0 + sin * noise, angles, cos * noise - sin * z0, cos**2
 
 
 def dpd_token_use(model, z0: Tensor, tokens: Tensor, seed: int = 0, low: float = 1.18) -> dict[str, float]:
@@ -79,12 +84,9 @@ def dpd_token_use(model, z0: Tensor, tokens: Tensor, seed: int = 0, low: float =
     c = model.config
     gen = torch.Generator().manual_seed(seed)
     delta = low + torch.rand(z0.shape[0], c.chunks, generator=gen) * (math.pi / 2 - low)
-    angles = delta.repeat_interleave(c.chunk_frames, dim=1).to(z0.device)
-    noise = torch.randn(z0.shape, generator=gen).to(z0.device)
-    cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
-    z, target = cos * z0 + sin * noise, cos * noise - sin * z0
+    z, angles, target, cos2 = _noised(z0, delta, c.chunk_frames, gen)
     s2 = float(z0.var())
-    baseline = float((s2 / (s2 * cos**2 + sin**2)).expand_as(z0).mean())
+    baseline = float((s2 / (s2 * cos2 + 1 - cos2)).mean())
     out = {"angle_low": low, "latent_variance": s2, "gaussian_baseline_mse": baseline}
     for name, tok in (
         ("real_tokens", tokens),
