@@ -102,6 +102,12 @@ def _loop_options(f):
             click.option("--val-every", type=int, default=None),
             click.option("--save-every", type=int, default=None),
             click.option("--fresh", is_flag=True, help="Ignore a saved training state and start again."),
+            click.option(
+                "--init-from",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Start from this component directory's weights (fine-tuning) when RUN has no saved state.",
+            ),
         )
     ):
         f = opt(f)

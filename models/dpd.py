@@ -52,6 +52,11 @@ class DPDConfig(ConfigBase):
     # times), not only the window mean: the fine path then knows which token it is rendering
     # without having to find it through cross-attention first.
     frame_token_film: bool = False
+    # With F > 0 a token is also embedded from its k-means centroid in the tokenizer's feature space (a
+    # saved buffer [token_vocab + 1, F], null row zero) through a learned linear map that starts at zero.
+    # Token ids are arbitrary labels; centroids say what each token sounds like, so tokens that sound
+    # alike start alike and the DPD can read them before it has seen each of the 1024 ids often.
+    token_feature_dim: int = 0
 
     def validate(self) -> None:
         for name in ("latent_channels", "dim", "n_blocks", "n_heads", "ffn_dim", "sru_layers", "angle_dim"):
@@ -88,6 +93,7 @@ class DPDConfig(ConfigBase):
             f"must be a multiple of frames_per_token ({self.frames_per_token}) so a window holds whole tokens",
         )
         require(0.0 <= self.cond_drop_prob < 1.0, "cond_drop_prob", "must be in [0, 1)")
+        require(self.token_feature_dim >= 0, "token_feature_dim", "must be >= 0 (0 = ids only)")
 
     @property
     def chunk_frames(self) -> int:
@@ -217,6 +223,13 @@ class DualPathDiffusion(nn.Module):
         self.in_proj = nn.Linear(c.latent_channels, c.dim)
         self.angle_embed = AngleEmbedding(c.angle_dim, c.dim)
         self.token_embed = nn.Embedding(c.token_vocab + 1, c.dim)
+        if c.token_feature_dim:
+            self.register_buffer("token_features", torch.zeros(c.token_vocab + 1, c.token_feature_dim))
+            self.token_feature_proj = nn.Linear(c.token_feature_dim, c.dim)
+            # Zero start: the centroid path adds nothing until training finds it useful, so weights
+            # trained without it load and behave exactly as before.
+            nn.init.zeros_(self.token_feature_proj.weight)
+            nn.init.zeros_(self.token_feature_proj.bias)
         self.blocks = nn.ModuleList(DualPathBlock(c, r) for r in c.merge_widths)
         self.out_norm = RMSNorm(c.dim, c.norm_eps)
         self.out_proj = nn.Linear(c.dim, c.latent_channels)
@@ -231,6 +244,29 @@ class DualPathDiffusion(nn.Module):
             self.register_buffer(f"{name}_cos", cos, persistent=False)
             self.register_buffer(f"{name}_sin", sin, persistent=False)
 
+    @torch.no_grad()
+    def set_token_features(self, centroids: Tensor) -> None:
+        """Store the tokenizer's centroids [token_vocab, token_feature_dim] as the tokens' features."""
+        c = self.config
+        if not c.token_feature_dim:
+            raise ValueError("this DPD config has token_feature_dim 0: it embeds token ids only")
+        if tuple(centroids.shape) != (c.token_vocab, c.token_feature_dim):
+            raise ValueError(
+                f"token features must be [{c.token_vocab}, {c.token_feature_dim}] (one centroid per token), got "
+                f"{tuple(centroids.shape)}: the tokenizer's feature size must equal dpd.token_feature_dim"
+            )
+        if not bool(torch.isfinite(centroids).all()):
+            raise ValueError("token features hold NaN/Inf values: refit the tokenizer")
+        self.token_features[: c.token_vocab] = centroids.to(self.token_features)
+        self.token_features[c.token_vocab :] = 0.0
+
+    def embed_tokens(self, tokens: Tensor) -> Tensor:
+        """[B, S] ids (null allowed) -> [B, S, dim]."""
+        tok = self.token_embed(tokens)
+        if self.config.token_feature_dim:
+            tok = tok + self.token_feature_proj(F.embedding(tokens, self.token_features))
+        return tok
+
     def forward(self, z: Tensor, angles: Tensor, tokens: Tensor) -> Tensor:
         """z: [B, C, L] noisy latents; angles: [B, L] per-frame angle; tokens: [B, S] ids (null allowed).
 
@@ -239,7 +275,7 @@ class DualPathDiffusion(nn.Module):
         c = self.config
         length = z.shape[-1]
         x = self.in_proj(z.transpose(1, 2))  # [B, L, D]
-        tok = self.token_embed(tokens)  # [B, S, D]
+        tok = self.embed_tokens(tokens)  # [B, S, D]
         cond = self.angle_embed(angles) + tok.mean(dim=1, keepdim=True)
         if c.frame_token_film:
             b, n_tok, d = tok.shape
@@ -313,10 +349,19 @@ DPD_PRESETS: dict[str, DPDConfig] = {
         sru_layers=1,
         angle_dim=32,
         frame_token_film=True,
+        token_feature_dim=64,
     ),
     # Sized for streaming on a phone CPU: the cost per second of audio is steps x chunks x the window
     # pass, so width and depth are small (docs/configs.md has the FLOP budget).
-    "edge": DPDConfig(dim=128, n_blocks=4, n_heads=4, ffn_dim=512, merge_widths=(8, 4, 4, 8), frame_token_film=True),
+    "edge": DPDConfig(
+        dim=128,
+        n_blocks=4,
+        n_heads=4,
+        ffn_dim=512,
+        merge_widths=(8, 4, 4, 8),
+        frame_token_film=True,
+        token_feature_dim=128,
+    ),
     # Trained on 2 CPU cores: a one-layer SRU over 32-frame segments is the cheapest fine path to
     # back-propagate through; the coarse path keeps the paper's shape.
     "demo": DPDConfig(
@@ -329,6 +374,7 @@ DPD_PRESETS: dict[str, DPDConfig] = {
         sru_layers=1,
         angle_dim=64,
         frame_token_film=True,
+        token_feature_dim=128,
     ),
     # The paper's 296.6M: hidden 768, 8 dual-path blocks, 2-layer bidirectional SRU; merge widths
     # shortest in the middle blocks.

@@ -77,6 +77,24 @@ class MultiHeadAttention(nn.Module):
         b, h, t, d = x.shape
         return x.transpose(1, 2).reshape(b, t, h * d)
 
+    def project(
+        self,
+        x: Tensor,
+        context: Tensor | None,
+        q_rotary: tuple[Tensor, Tensor] | None,
+        k_rotary: tuple[Tensor, Tensor] | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Heads of queries, keys and values [B, H, T or S, Dh], rotary positions applied."""
+        src = x if context is None else context
+        q = self.split_heads(self.wq(x))
+        k = self.split_heads(self.wk(src))
+        v = self.split_heads(self.wv(src))
+        if q_rotary is not None:
+            q = apply_rotary(q, *q_rotary)
+        if k_rotary is not None:
+            k = apply_rotary(k, *k_rotary)
+        return q, k, v
+
     def forward(
         self,
         x: Tensor,
@@ -87,13 +105,6 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
     ) -> Tensor:
         """x: [B, T, dim]; context: [B, S, kv_dim] (None for self-attention) -> [B, T, dim]."""
-        src = x if context is None else context
-        q = self.split_heads(self.wq(x))
-        k = self.split_heads(self.wk(src))
-        v = self.split_heads(self.wv(src))
-        if q_rotary is not None:
-            q = apply_rotary(q, *q_rotary)
-        if k_rotary is not None:
-            k = apply_rotary(k, *k_rotary)
+        q, k, v = self.project(x, context, q_rotary, k_rotary)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         return self.wo(self.merge_heads(out))

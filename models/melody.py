@@ -87,6 +87,12 @@ class MelodyConfig(ConfigBase):
             f"{self.tokenizer.sample_rate} differs from vae.sample_rate {vae.sample_rate}",
         )
         require(
+            dpd.token_feature_dim in (0, self.tokenizer.feature_dim),
+            "dpd.token_feature_dim",
+            f"{dpd.token_feature_dim} must be 0 or the tokenizer's feature size {self.tokenizer.feature_dim} "
+            "(the DPD embeds tokens from the tokenizer's centroids)",
+        )
+        require(
             math.isclose(self.tokenizer.token_rate * dpd.frames_per_token, self.latent_rate),
             "dpd.frames_per_token",
             f"latent rate {self.latent_rate} Hz / frames_per_token must equal the token rate "
@@ -149,6 +155,8 @@ class MeLoDy(nn.Module):
         self.vae = VAE(config.vae)
         self.conditioner = PromptConditioner(config.conditioner)
         self.tokenizer = KMeansSemanticTokenizer(config.tokenizer)
+        if config.dpd.token_feature_dim:
+            self.dpd.set_token_features(self.tokenizer.centroids)
 
     def component_configs(self) -> dict[str, ConfigBase]:
         c = self.config
@@ -193,7 +201,22 @@ class MeLoDy(nn.Module):
                     f"{directory / MELODY_FILE}; the checkpoint was assembled from different models"
                 )
             setattr(model, name, module)
+        check_token_features(model, directory)
         return model.eval()
+
+
+def check_token_features(model: MeLoDy, directory: Path) -> None:
+    """A DPD that embeds tokens from centroids must hold this checkpoint's tokenizer's centroids."""
+    if not model.config.dpd.token_feature_dim:
+        return
+    vocab = model.config.dpd.token_vocab
+    stored = model.dpd.token_features[:vocab]
+    # Both are saved in the checkpoint's dtype (fp16 for the shipped demo), hence the tolerance.
+    if not torch.allclose(stored, model.tokenizer.centroids.to(stored), rtol=1e-3, atol=1e-3):
+        raise CheckpointError(
+            f"{directory}: the DPD's token features are not this tokenizer's centroids: the DPD was trained on "
+            "another tokenizer's tokens; assemble the checkpoint from one training run (melody-edge train assemble)"
+        )
 
 
 def build_model(config: MelodyConfig, seed: int = 0) -> MeLoDy:

@@ -26,7 +26,7 @@ from melody_edge.models.diffusion import ddim_sample
 from melody_edge.models.lm import lm_loss
 from melody_edge.models.melody import MeLoDy
 from melody_edge.runtime.eager import EagerBackend
-from melody_edge.runtime.pipeline import GenerationSettings, generate
+from melody_edge.runtime.pipeline import GenerationSettings, StreamingGenerator
 
 from .data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
 from .metrics import (
@@ -34,10 +34,12 @@ from .metrics import (
     dpd_token_use,
     estimate_key,
     estimate_tempo,
+    key_from_tokens,
     log_mel,
     mel_snr_db,
     multires_log_mel_distance,
     tempo_ok,
+    token_chroma_table,
     unigram_cross_entropy,
 )
 from .train_seq import window_starts
@@ -144,10 +146,18 @@ def evaluate_checkpoint(
         audio = render_tokens(model, tok_val[i], seed)
         dpd_hits.append(_key_ok(estimate_key(audio, sr), val.clips[i].facts))
         dpd_bpm.append(estimate_tempo(audio, sr))
-    gen_hits, gen_bpm, generated = [], [], []
+    # The key the tokens alone imply (each token's mean chroma over the training audio): what the
+    # tokenizer keeps of the key, and, for the LM's tokens, whether the LM follows the prompt's key.
+    table = token_chroma_table(train.audio, tok_train, cfg.lm.vocab_size, sr, model.tokenizer.hop_length)
+    real_tok_hits = [_key_ok(key_from_tokens(t, table), f) for t, f in zip(tok_val, facts, strict=True)]
+    gen_hits, gen_bpm, generated, lm_tok_hits = [], [], [], []
     codes = model.conditioner.tokens_from_prompt([val.clips[i].caption for i in chosen], encoder)
+    streamer = StreamingGenerator(backend, backend.spec)
     for j, i in enumerate(chosen):
-        audio = generate(backend, backend.spec, [int(x) for x in codes[j]], settings)
+        chunks = list(streamer.stream([int(x) for x in codes[j]], settings))
+        audio = np.concatenate([ch.audio for ch in chunks])
+        lm_tokens = torch.tensor([t for ch in chunks for t in ch.tokens], dtype=torch.long)
+        lm_tok_hits.append(_key_ok(key_from_tokens(lm_tokens, table), val.clips[i].facts))
         generated.append(audio)
         gen_hits.append(_key_ok(estimate_key(torch.from_numpy(audio), sr), val.clips[i].facts))
         gen_bpm.append(estimate_tempo(torch.from_numpy(audio), sr))
@@ -157,6 +167,10 @@ def evaluate_checkpoint(
         "generated_same_tonic": _rate(gen_hits, 1),
         "dpd_from_real_tokens": _rate(dpd_hits, 0),
         "dpd_from_real_tokens_same_tonic": _rate(dpd_hits, 1),
+        "lm_tokens_chroma_lookup": _rate(lm_tok_hits, 0),
+        "lm_tokens_chroma_lookup_same_tonic": _rate(lm_tok_hits, 1),
+        "real_tokens_chroma_lookup": _rate(real_tok_hits, 0),
+        "real_tokens_chroma_lookup_same_tonic": _rate(real_tok_hits, 1),
         "real_heldout": _rate(real_hits, 0),
         "real_heldout_same_tonic": _rate(real_hits, 1),
         "vae_reconstruction": _rate(recon_hits, 0),

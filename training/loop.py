@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from melody_edge.models.checkpoint import save_component
+from melody_edge.models.checkpoint import WEIGHTS_FILE, CheckpointError, load_weights, save_component
 from melody_edge.models.config import ConfigBase
 
 from .data import step_generator
@@ -57,6 +57,7 @@ class TrainOptions:
     threads: int | None = None
     fresh: bool = False
     tensorboard: bool = True
+    init_from: str | None = None  # a component directory (kept as text: options are saved as JSON)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "val_every", "save_every"):
@@ -66,6 +67,8 @@ class TrainOptions:
             raise ValueError(f"--lr must be a positive number, got {self.lr}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"--max-minutes must be > 0, got {self.max_minutes}")
+        if self.init_from is not None:
+            self.init_from = str(self.init_from)
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up, then cosine decay to ``min_lr_ratio * lr`` at ``steps``."""
@@ -246,8 +249,14 @@ def run_training(
             )
         if rt.is_main:
             log(f"[{task.name}] resuming from {out} at step {start}")
-    elif rt.is_main and out.exists() and options.fresh:
-        (out / "log.csv").unlink(missing_ok=True)
+    else:
+        if options.init_from is not None:
+            missing = init_parameters(task.module, options.init_from)
+            if rt.is_main:
+                extra = f"; new parameters kept at their initial values: {', '.join(missing)}" if missing else ""
+                log(f"[{task.name}] starting from the weights in {options.init_from}{extra}")
+        if rt.is_main and out.exists() and options.fresh:
+            (out / "log.csv").unlink(missing_ok=True)
     metrics = MetricLog(out, options.tensorboard) if rt.is_main else None
     if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -338,6 +347,36 @@ def run_training(
         validation=val_vals,
         wall_seconds=elapsed_before + time.monotonic() - t0,
     )
+
+
+def init_parameters(module: nn.Module, source: Path) -> list[str]:
+    """Copy the parameters ``source`` (a component directory) holds into ``module``; return the ones it lacks.
+
+    Only parameters are taken: buffers (the DPD's token features, the tokenizer-derived state) belong to
+    this run's inputs. A tensor the module does not have, or of another shape, is an error: the source is a
+    different component or config.
+    """
+    weights = load_weights(Path(source) / WEIGHTS_FILE)
+    params = dict(module.named_parameters())
+    unknown = [k for k in weights if k not in params and k not in dict(module.named_buffers())]
+    wrong = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(p.shape)}"
+        for k, p in params.items()
+        if k in weights and weights[k].shape != p.shape
+    ]
+    if unknown or wrong:
+        detail = "; ".join(
+            ([f"tensors this model lacks: {', '.join(unknown[:4])}"] if unknown else [])
+            + ([f"shapes differ: {', '.join(wrong[:4])}"] if wrong else [])
+        )
+        raise CheckpointError(f"--init-from {source}: not weights of this component and config ({detail})")
+    with torch.no_grad():
+        for k, p in params.items():
+            if k in weights:
+                if not bool(torch.isfinite(weights[k]).all()):
+                    raise CheckpointError(f"--init-from {source}: tensor {k} holds NaN/Inf values")
+                p.copy_(weights[k].to(p))
+    return [k for k in params if k not in weights]
 
 
 def clip_and_step(module: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float) -> float:

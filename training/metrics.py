@@ -102,20 +102,23 @@ _MAJOR = torch.tensor([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.6
 _MINOR = torch.tensor([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
-def chroma(audio: Tensor, sample_rate: int, n_fft: int = 4096, hop: int = 1024) -> Tensor:
-    """audio [N] -> mean chroma [12] (C first) from the magnitude spectrum between 55 Hz and 2 kHz."""
+def chroma_frames(audio: Tensor, sample_rate: int, n_fft: int = 4096, hop: int = 1024) -> Tensor:
+    """audio [N] -> per-frame chroma energy [N // hop + 1, 12] (C first), 55 Hz to 2 kHz of the magnitude spectrum."""
     window = torch.hann_window(n_fft)
     mag = torch.stft(audio[None], n_fft, hop_length=hop, window=window, return_complex=True).abs()[0]  # [F, T]
     freqs = torch.arange(mag.shape[0]) * sample_rate / n_fft
     keep = (freqs >= 55) & (freqs <= 2000)
     pcs = (torch.round(12 * torch.log2(freqs[keep] / 440.0)).long() + 9) % 12  # A = 9
-    energy = mag[keep].pow(2).mean(1)
-    return torch.zeros(12).index_add_(0, pcs, energy)
+    return torch.zeros(mag.shape[1], 12).index_add_(1, pcs, mag[keep].pow(2).T)
 
 
-def estimate_key(audio: Tensor, sample_rate: int) -> tuple[int, str]:
-    """Krumhansl-Schmuckler key estimate of mono audio [N] -> (tonic pitch class, "major" | "minor")."""
-    c = chroma(audio, sample_rate)
+def chroma(audio: Tensor, sample_rate: int, n_fft: int = 4096, hop: int = 1024) -> Tensor:
+    """audio [N] -> mean chroma [12] (C first) from the magnitude spectrum between 55 Hz and 2 kHz."""
+    return chroma_frames(audio, sample_rate, n_fft, hop).mean(0)
+
+
+def key_from_chroma(c: Tensor) -> tuple[int, str]:
+    """Krumhansl-Schmuckler: mean chroma [12] -> (tonic pitch class, "major" | "minor")."""
     c = (c - c.mean()) / c.std().clamp_min(1e-12)
     best, best_r = (0, "major"), -math.inf
     for mode, prof in (("major", _MAJOR), ("minor", _MINOR)):
@@ -125,6 +128,34 @@ def estimate_key(audio: Tensor, sample_rate: int) -> tuple[int, str]:
             if r > best_r:
                 best, best_r = (tonic, mode), r
     return best
+
+
+def estimate_key(audio: Tensor, sample_rate: int) -> tuple[int, str]:
+    """Krumhansl-Schmuckler key estimate of mono audio [N] -> (tonic pitch class, "major" | "minor")."""
+    return key_from_chroma(chroma(audio, sample_rate))
+
+
+def token_chroma_table(audio: list[Tensor], tokens: list[Tensor], vocab: int, sample_rate: int, hop: int) -> Tensor:
+    """Mean chroma energy of each semantic token over the clips it occurs in: [vocab, 12] (zeros if unseen).
+
+    ``hop`` is the token hop in samples; chroma frame i is centred on the start of token i.
+    """
+    sums, counts = torch.zeros(vocab, 12), torch.zeros(vocab)
+    for a, t in zip(audio, tokens, strict=True):
+        frames = chroma_frames(a, sample_rate, hop=hop)
+        n = min(frames.shape[0], t.numel())
+        sums.index_add_(0, t[:n], frames[:n])
+        counts.index_add_(0, t[:n], torch.ones(n))
+    return sums / counts.clamp_min(1)[:, None]
+
+
+def key_from_tokens(tokens: Tensor, table: Tensor) -> tuple[int, str]:
+    """The key a token sequence [T] implies: the profile estimate of its tokens' mean chroma (``table``).
+
+    This reads the key from the tokens alone, with no DPD or VAE: how much of the key the tokenizer keeps,
+    and so the most a DPD that renders tokens could be expected to pass on.
+    """
+    return key_from_chroma(table[tokens].mean(0))
 
 
 def onset_envelope(audio: Tensor, sample_rate: int, hop: int = 256) -> Tensor:

@@ -175,6 +175,8 @@ def _dpd_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, r
     z_train = features.vae_latents(cache, TRAIN, train, vae, digest, log)
     z_val = features.vae_latents(cache, VALIDATION, val, vae, digest, log)
     task = DPDTask(cfg.dpd, (z_train, tok_train), (z_val, tok_val), options, DPDTrainSettings(), rt)
+    if cfg.dpd.token_feature_dim:
+        task.module.set_token_features(load_tokenizer(run, "train dpd").centroids)
     task.validation_inputs = (
         f"vae {digest} gain {vae.config.latent_gain:g}, "
         f"tokenizer {features.weights_digest(component_dir(run, 'tokenizer'))}"

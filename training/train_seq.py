@@ -16,7 +16,7 @@ from melody_edge.models.dpd import DPDConfig, DualPathDiffusion, dpd_loss
 from melody_edge.models.lm import LMConfig, SemanticLM, lm_loss
 
 from .loop import Runtime, TrainOptions, clip_and_step
-from .metrics import dpd_loss_by_angle
+from .metrics import dpd_loss_by_angle, dpd_token_use
 
 
 class _Loss(nn.Module):
@@ -110,6 +110,10 @@ class DPDTask:
     def validate(self) -> dict[str, float]:
         self.module.eval()
         out = dpd_loss_by_angle(self.module, self.val_z, self.val_tokens, self.settings.angle_bins)
+        # Whether the DPD reads its tokens yet: how much lower its error near pure noise is with the
+        # real tokens than with null ones (relative to a variance-only estimate; 0 = tokens unused).
+        use = dpd_token_use(self.module, self.val_z, self.val_tokens)
+        out["token_gain"] = use["null_tokens_relative_mse"] - use["real_tokens_relative_mse"]
         self.module.train()
         return out
 

@@ -162,3 +162,38 @@ def test_paper_dpd_size_is_within_five_percent():
 def test_bad_config_names_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field):
         DPDConfig(**{**DPD_PRESETS["tiny"].to_dict(), **overrides})
+
+
+@torch.no_grad()
+def test_token_features_start_silent_then_make_like_sounding_tokens_alike():
+    on = tiny_dpd()
+    c = on.config
+    assert c.token_feature_dim and not DPDConfig().token_feature_dim
+    off = DualPathDiffusion(c.replace(token_feature_dim=0)).eval()
+    state = {k: v for k, v in on.state_dict().items() if not k.startswith(("token_feature", "token_features"))}
+    off.load_state_dict(state)
+    torch.manual_seed(2)
+    z, angles = torch.randn(1, 16, c.window_frames), torch.rand(1, c.window_frames)
+    tokens = torch.randint(c.token_vocab, (1, c.window_tokens))
+    # The projection starts at zero: weights trained without the centroid path behave exactly as before.
+    assert torch.equal(on(z, angles, tokens), off(z, angles, tokens))
+    feats = torch.randn(c.token_vocab, c.token_feature_dim)
+    feats[7] = feats[3]  # two ids, one sound
+    on.set_token_features(feats)
+    assert torch.equal(on.token_features[c.null_token], torch.zeros(c.token_feature_dim))
+    on.token_feature_proj.weight.normal_()
+    on.token_embed.weight.zero_()  # ids alone now say nothing: only the centroid path tells tokens apart
+    emb = on.embed_tokens(torch.tensor([[3, 7, 5]]))[0]
+    assert torch.equal(emb[0], emb[1]) and not torch.allclose(emb[0], emb[2])
+    assert not torch.allclose(on(z, angles, tokens), off(z, angles, tokens))
+
+
+def test_token_features_refuse_the_wrong_tokenizer():
+    model = tiny_dpd()
+    c = model.config
+    with pytest.raises(ValueError, match=r"\[1024, 64\].*dpd.token_feature_dim"):
+        model.set_token_features(torch.zeros(c.token_vocab, 128))
+    with pytest.raises(ValueError, match="NaN"):
+        model.set_token_features(torch.full((c.token_vocab, 64), float("nan")))
+    with pytest.raises(ValueError, match="token ids only"):
+        DualPathDiffusion(c.replace(token_feature_dim=0)).set_token_features(torch.zeros(c.token_vocab, 64))

@@ -47,6 +47,19 @@ def test_cross_component_mismatch_names_the_field():
         cfg.replace(lm=cfg.lm.replace(max_seq_len=100))
     with pytest.raises(ConfigError, match="steps"):
         cfg.replace(steps=0)
+    with pytest.raises(ConfigError, match=r"dpd\.token_feature_dim.*feature size 64"):
+        cfg.replace(dpd=cfg.dpd.replace(token_feature_dim=128))
+
+
+def test_dpd_from_another_tokenizer_is_refused(saved, tmp_path):
+    _, path = saved
+    bad = tmp_path / "refit"
+    shutil.copytree(path, bad)
+    weights = load_file(str(bad / "tokenizer" / "model.safetensors"))
+    weights["centroids"] = weights["centroids"].flip(0).contiguous()  # a refitted tokenizer: new ids
+    save_file(weights, str(bad / "tokenizer" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="another tokenizer's tokens"):
+        MeLoDy.load(bad)
 
 
 def test_mismatched_weights_name_the_tensor(saved, tmp_path):

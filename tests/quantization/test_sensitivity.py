@@ -17,9 +17,13 @@ def test_quantize_one_touches_only_that_layer(tiny_model):
 
 
 def test_sensitivity_rows_are_sorted_and_name_unquantizable_layers(tiny_model):
-    dpd = tiny_model.dpd
+    import copy
+
+    dpd = copy.deepcopy(tiny_model.dpd)
     d = dpd.config
     g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a fresh model's centroid projection is zero (nothing to quantize); a trained one is not
+        dpd.token_feature_proj.weight.normal_(0.0, 0.05, generator=g)
     z = torch.randn(2, d.latent_channels, d.window_frames, generator=g)
     angles = torch.rand(2, d.window_frames, generator=g)
     tokens = torch.randint(0, d.token_vocab, (2, d.window_tokens), generator=g)

@@ -17,7 +17,7 @@ from melody_edge.models.checkpoint import CheckpointError
 from melody_edge.models.melody import MeLoDy
 from melody_edge.training import pipeline
 from melody_edge.training.data import DataError, read_index
-from melody_edge.training.loop import TrainOptions, read_log
+from melody_edge.training.loop import TrainOptions, primary_metric, read_log
 from melody_edge.training.state import has_training_state
 
 
@@ -238,6 +238,8 @@ def test_evaluate_writes_the_model_card_figures(toy_data, tmp_path):
     assert report["key_accuracy"]["finite"] and set(report["dpd"]) >= {"mean", "windows"}
     assert "vae_reconstruction" in report["key_accuracy"]
     assert 0.0 <= report["key_accuracy"]["dpd_from_real_tokens"] <= 1.0
+    for name in ("real_tokens_chroma_lookup", "lm_tokens_chroma_lookup"):
+        assert 0.0 <= report["key_accuracy"][name] <= 1.0, name
     assert report["tempo_accuracy"]["dpd_from_real_tokens"]["clips"] == 1
     use = report["dpd_token_use"]
     assert use["gaussian_baseline_mse"] > 0 and use["latent_variance"] > 0
@@ -247,3 +249,34 @@ def test_evaluate_writes_the_model_card_figures(toy_data, tmp_path):
     assert tempo["real_heldout"]["accuracy2"] == 1.0  # a steady note train: the beat or its double
     assert (tmp_path / "card" / "spectrograms.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "card" / "model_card.json").read_text())["vae"]["clips"] == 2
+
+
+def test_init_from_fine_tunes_and_names_what_it_cannot_load(toy_data, fitted_run, tmp_path):
+    from melody_edge.models.checkpoint import load_component, save_component
+    from melody_edge.models.dpd import DPDConfig, DualPathDiffusion
+    from melody_edge.training.loop import init_parameters
+    from melody_edge.training.run_dir import load_tokenizer
+
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    pipeline.train_vae(toy_data, "tiny", run, pipeline.default_options("tiny", "vae", steps=2), log=lambda m: None)
+    # A source trained without the centroid path: everything but the new projection loads.
+    cfg = pipeline.resolve_config("tiny").dpd
+    torch.manual_seed(5)
+    old = DualPathDiffusion(cfg.replace(token_feature_dim=0))
+    save_component(tmp_path / "old", old.config, old)
+    logs: list[str] = []
+    opts = pipeline.default_options("tiny", "dpd", steps=1, warmup_steps=1, val_every=1, init_from=tmp_path / "old")
+    result = pipeline.train_dpd(toy_data, "tiny", run, opts, log=logs.append)
+    # Validation also says whether the tokens are read yet, but the loss still picks the best weights.
+    assert math.isfinite(result.validation["token_gain"]) and primary_metric(result.validation) == "mean"
+    assert any("token_feature_proj.weight" in m and str(tmp_path / "old") in m for m in logs), logs
+    _, trained = load_component(run / "dpd", DPDConfig, DualPathDiffusion)
+    # The buffer comes from this run's tokenizer, not from the source.
+    assert torch.equal(trained.token_features[: cfg.token_vocab], load_tokenizer(run, "test").centroids)
+    moved = (trained.in_proj.weight - old.in_proj.weight).abs().max()
+    assert 0 < moved < 0.1  # one small step away from the source, not a fresh initialisation
+    with pytest.raises(CheckpointError, match=r"not weights of this component.*shapes differ"):
+        init_parameters(DualPathDiffusion(cfg.replace(dim=64, ffn_dim=128)), tmp_path / "old")
+    with pytest.raises(CheckpointError, match="weights file not found"):
+        init_parameters(trained, tmp_path / "nowhere")

@@ -1,0 +1,68 @@
+from collections import Counter
+
+import pytest
+import torch
+
+from melody_edge.export.xnnpack_swaps import (
+    ExplicitAttention,
+    LoopSRULayer,
+    prepare_dpd_for_xnnpack,
+    replace_sru_with_loop_form,
+)
+from melody_edge.models.dpd import DPD_PRESETS, DualPathDiffusion
+from melody_edge.models.sru import SRULayer
+
+
+@torch.no_grad()
+def test_loop_form_equals_the_stacked_scan():
+    torch.manual_seed(0)
+    sru = SRULayer(24)
+    x = torch.randn(5, 16, 24)
+    assert torch.allclose(LoopSRULayer(sru)(x), sru(x), atol=1e-6)
+
+
+@torch.no_grad()
+def test_swapped_dpd_is_a_copy_with_the_same_velocity_and_no_flip_or_split():
+    torch.manual_seed(0)
+    dpd = DualPathDiffusion(DPD_PRESETS["tiny"]).eval()
+    swapped = replace_sru_with_loop_form(dpd)
+    assert all(isinstance(s, SRULayer) for b in dpd.blocks for s in b.intra.srus)  # the original is untouched
+    assert all(isinstance(s, LoopSRULayer) for b in swapped.blocks for s in b.intra.srus)
+    c = dpd.config
+    z, angles = torch.randn(2, 16, c.window_frames), torch.rand(2, c.window_frames)
+    tokens = torch.randint(c.token_vocab + 1, (2, c.window_tokens))
+    assert torch.allclose(swapped(z, angles, tokens), dpd(z, angles, tokens), atol=1e-5)
+
+    def ops(module):
+        graph = torch.export.export(module, (z, angles, tokens), strict=False).graph
+        return Counter(str(n.target) for n in graph.nodes if n.op == "call_function")
+
+    before, after = ops(dpd), ops(swapped)
+    assert before["aten.flip.default"] == 3 * len(dpd.blocks)  # what the swap removes is really there
+    assert after["aten.flip.default"] == 0
+    assert after["aten.chunk.default"] == len(dpd.blocks)  # only FiLM's scale/shift split is left
+
+
+@torch.no_grad()
+def test_explicit_attention_equals_sdpa_and_drops_the_softmax_guard():
+    torch.manual_seed(0)
+    dpd = DualPathDiffusion(DPD_PRESETS["tiny"]).eval()
+    ready = prepare_dpd_for_xnnpack(dpd)
+    assert isinstance(ready.blocks[0].inter.cross_attn, ExplicitAttention)
+    assert type(dpd.blocks[0].inter.cross_attn) is not ExplicitAttention  # the original is untouched
+    c = dpd.config
+    z, angles = torch.randn(2, 16, c.window_frames), torch.rand(2, c.window_frames)
+    tokens = torch.randint(c.token_vocab + 1, (2, c.window_tokens))
+    assert torch.allclose(ready(z, angles, tokens), dpd(z, angles, tokens), atol=1e-5)
+
+    def decomposed_ops(module):
+        graph = torch.export.export(module, (z, angles, tokens), strict=False).run_decompositions().graph
+        return Counter(str(n.target) for n in graph.nodes if n.op == "call_function")
+
+    before, after = decomposed_ops(dpd), decomposed_ops(ready)
+    attentions = 2 * len(dpd.blocks)
+    assert before["aten.where.self"] == before["aten.eq.Scalar"] == attentions  # the guard, once per attention
+    assert after["aten.where.self"] == after["aten.eq.Scalar"] == after["aten.flip.default"] == 0, after
+    assert after["aten._softmax.default"] == attentions
+    with pytest.raises(ValueError, match="unmasked"):
+        ready.blocks[0].inter.self_attn(torch.randn(1, 4, c.dim), is_causal=True)
