@@ -9,7 +9,7 @@ partitions, and on the DPD those were most of a window pass.
 time-reversed rows under the forward ones (three ``flip`` calls per layer) and splits one wide gate
 projection with ``chunk``. Neither has an XNNPACK kernel, so both run as ExecuTorch portable
 operators between the delegated partitions. An ETDump profile of the ``edge`` DPD (docs/benchmarks.md)
-put the portable ``flip`` at 47 % of a window pass and ``split_with_sizes_copy`` at another 8 %.
+put the portable ``flip`` at 46 % of a window pass and ``split_with_sizes_copy`` at another 11 %.
 
 :class:`LoopSRULayer` computes the same function with one linear per gate (slices of the same weights)
 and the backward direction as a loop that runs from the last frame to the first, writing each state

@@ -358,7 +358,8 @@ def init_parameters(module: nn.Module, source: Path) -> list[str]:
     """
     weights = load_weights(Path(source) / WEIGHTS_FILE)
     params = dict(module.named_parameters())
-    unknown = [k for k in weights if k not in params and k not in dict(module.named_buffers())]
+    buffers = dict(module.named_buffers())
+    unknown = [k for k in weights if k not in params and k not in buffers]
     wrong = [
         f"{k} {tuple(weights[k].shape)} vs {tuple(p.shape)}"
         for k, p in params.items()

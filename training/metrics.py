@@ -153,7 +153,7 @@ def key_from_tokens(tokens: Tensor, table: Tensor) -> tuple[int, str]:
     """The key a token sequence [T] implies: the profile estimate of its tokens' mean chroma (``table``).
 
     This reads the key from the tokens alone, with no DPD or VAE: how much of the key the tokenizer keeps,
-    and so the most a DPD that renders tokens could be expected to pass on.
+    a reference for what a DPD that renders the tokens could pass on.
     """
     return key_from_chroma(table[tokens].mean(0))
 

@@ -164,11 +164,12 @@ def _token_data(data: Path, cfg: MelodyConfig, run: Path, needed_by: str, log: L
         val,
         features.semantic_tokens(cache, TRAIN, train, tok, digest, log),
         features.semantic_tokens(cache, VALIDATION, val, tok, digest, log),
+        tok,
     )
 
 
 def _dpd_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> DPDTask:
-    train, val, tok_train, tok_val = _token_data(data, cfg, run, "train dpd", log)
+    train, val, tok_train, tok_val, tokenizer = _token_data(data, cfg, run, "train dpd", log)
     vae = load_vae(run, "train dpd")
     digest = features.weights_digest(shipped_dir(run, "vae", "train dpd"))
     cache = Path(run) / "cache"
@@ -176,7 +177,7 @@ def _dpd_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, r
     z_val = features.vae_latents(cache, VALIDATION, val, vae, digest, log)
     task = DPDTask(cfg.dpd, (z_train, tok_train), (z_val, tok_val), options, DPDTrainSettings(), rt)
     if cfg.dpd.token_feature_dim:
-        task.module.set_token_features(load_tokenizer(run, "train dpd").centroids)
+        task.module.set_token_features(tokenizer.centroids)
     task.validation_inputs = (
         f"vae {digest} gain {vae.config.latent_gain:g}, "
         f"tokenizer {features.weights_digest(component_dir(run, 'tokenizer'))}"
@@ -198,7 +199,7 @@ def _codes(data: Path, run: Path, log: Log):
 
 
 def _lm_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> LMTask:
-    _, _, tok_train, tok_val = _token_data(data, cfg, run, "train lm", log)
+    _, _, tok_train, tok_val, _ = _token_data(data, cfg, run, "train lm", log)
     codes_train, codes_val = _codes(data, run, log)
     task = LMTask(cfg.lm, (codes_train, tok_train), (codes_val, tok_val), options, LMTrainSettings(), rt)
     task.validation_inputs = ", ".join(
