@@ -1,8 +1,9 @@
 """Where an XNNPACK DPD window pass spends its time, in the model's form and in the form the export lowers.
 
 Lowers the DPD of a config (random weights, seed 0) twice: as written in ``models/`` (SRU as a stacked
-scan with ``flip``, attention through ``scaled_dot_product_attention``) and after
-``export/xnnpack_swaps.py: prepare_dpd_for_xnnpack``. Runs each through the ExecuTorch runtime
+scan with ``flip``, attention through ``scaled_dot_product_attention``, means as ``mean``) and after
+``export/xnnpack_swaps.py: prepare_dpd_for_xnnpack``; ``--stepwise`` adds the forms in between, so each
+swap's share shows. Runs each through the ExecuTorch runtime
 with ETDump on, alternately, and prints the median window-pass time and the operators that take the
 time (XNNPACK partitions against portable kernels). Lowering the ``edge`` DPD takes minutes.
 
@@ -23,7 +24,11 @@ import torch
 
 from melody_edge.export.adapters import DPDWindow, method_specs
 from melody_edge.export.executorch_export import export_component
-from melody_edge.export.xnnpack_swaps import prepare_dpd_for_xnnpack
+from melody_edge.export.xnnpack_swaps import (
+    prepare_dpd_for_xnnpack,
+    replace_attention_with_explicit,
+    replace_sru_with_loop_form,
+)
 from melody_edge.models.melody import build_model, preset
 
 
@@ -56,13 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None, help="Keep the .pte files here (default: a temp dir).")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--stepwise", action="store_true", help="Also lower the forms between: SRU swap, then + attention swap."
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from executorch.extension.pybindings import portable_lib
 
     model = build_model(preset(args.config), seed=0)
     spec = method_specs(model, prefill_len=16, steps=model.config.steps)["dpd"]["forward"]
-    forms = {"model_form": model.dpd, "export_form": prepare_dpd_for_xnnpack(model.dpd)}
+    forms = {"model_form": model.dpd}
+    if args.stepwise:
+        forms["sru_swap"] = replace_sru_with_loop_form(model.dpd)
+        forms["sru_attention_swaps"] = replace_attention_with_explicit(forms["sru_swap"])
+    forms["export_form"] = prepare_dpd_for_xnnpack(model.dpd)
     work = args.work or Path(tempfile.mkdtemp(prefix="dpd_profile_"))
     work.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(0)
@@ -98,14 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         entry["profile"] = _profile(work / f"dpd_{name}.pte", inputs, work)
     base, new = result["forms"]["model_form"]["median_s"], result["forms"]["export_form"]["median_s"]
     result["speedup"] = base / new
-    print(f"\n{'form':<12} {'median s':>9}  top operators (ms, calls)")
+    print(f"\n{'form':<20} {'median s':>9}  top operators (ms, calls)")
     for name in forms:
         entry = result["forms"][name]
         rows = [r for r in entry["profile"] if r["name"] not in ("Method::execute", "OPERATOR_CALL", "DELEGATE_CALL")]
         top = ", ".join(
             f"{r['name']}{'' if r['delegated'] else ' [portable]'} {r['ms']:.0f} ({r['calls']})" for r in rows[:6]
         )
-        print(f"{name:<12} {entry['median_s']:>9.3f}  {top}")
+        print(f"{name:<20} {entry['median_s']:>9.3f}  {top}")
     print(f"export form / model form speed-up: {result['speedup']:.2f}x (median of {args.repeats})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,14 @@ softmax guarded by ``where(eq(scores, -inf))`` (for fully masked rows), both por
 :class:`ExplicitAttention` computes ``softmax(q k^T / sqrt(d)) v`` directly; the DPD's attention has
 no mask, so no row can be fully masked and the guard never changes a value.
 
-:func:`prepare_dpd_for_xnnpack` applies both to a copy.
+**Means as matmuls.** XNNPACK delegates ``mean`` only over the last two dims of a 4-D tensor. The
+DPD's RMSNorms (mean of squares over the last dim) and its segment merging (mean over each run of
+``merge_width`` frames) are neither, so each ran as a portable kernel; after the first two swaps they
+were the largest portable cost of a ``tiny`` window pass. :class:`MatmulMeanRMSNorm` and
+:class:`MatmulMergeInterSegmentPath` take the same means as a matmul by a constant column of ``1/n``,
+which XNNPACK runs as a GEMM.
+
+:func:`prepare_dpd_for_xnnpack` applies all three to a copy.
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from ..models.dpd import DualPathDiffusion
-from ..models.layers import MultiHeadAttention
+from ..models.dpd import DualPathDiffusion, InterSegmentPath
+from ..models.layers import MultiHeadAttention, RMSNorm
 from ..models.sru import SRULayer
 
 
@@ -101,8 +108,12 @@ class ExplicitAttention(MultiHeadAttention):
         if mask is not None or is_causal:
             raise ValueError("ExplicitAttention is for the DPD's unmasked attention only")
         q, k, v = self.project(x, context, q_rotary, k_rotary)
-        scores = torch.matmul(q, k.transpose(-2, -1)) * (self.head_dim**-0.5)
-        return self.wo(self.merge_heads(torch.matmul(torch.softmax(scores, dim=-1), v)))
+        b, h, t, dh = q.shape
+        # 3-D bmm: a 4-D matmul decomposes with an expand_copy of each operand (a portable copy).
+        q, k, v = (y.reshape(b * h, y.shape[2], dh) for y in (q, k, v))
+        scores = torch.bmm(q, k.transpose(1, 2)) * (dh**-0.5)
+        heads = torch.bmm(torch.softmax(scores, dim=-1), v).view(b, h, t, dh)
+        return self.wo(self.merge_heads(heads))
 
 
 def replace_attention_with_explicit(dpd: DualPathDiffusion) -> DualPathDiffusion:
@@ -115,6 +126,63 @@ def replace_attention_with_explicit(dpd: DualPathDiffusion) -> DualPathDiffusion
     return out
 
 
+def _mean_column(n: int, like: Tensor) -> Tensor:
+    return torch.full((n, 1), 1.0 / n, dtype=like.dtype, device=like.device)
+
+
+class MatmulMeanRMSNorm(RMSNorm):
+    """:class:`RMSNorm` (same weight) with the mean of squares as ``(x * x) @ [1/dim, ...]^T``."""
+
+    mean_column: Tensor
+
+    @classmethod
+    def from_norm(cls, norm: RMSNorm) -> MatmulMeanRMSNorm:
+        out = copy.deepcopy(norm)
+        out.__class__ = cls
+        out.register_buffer("mean_column", _mean_column(norm.weight.numel(), norm.weight), persistent=False)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [..., dim] -> [..., dim]."""
+        return x * torch.rsqrt(torch.matmul(x * x, self.mean_column) + self.eps) * self.weight
+
+
+class MatmulMergeInterSegmentPath(InterSegmentPath):
+    """:class:`InterSegmentPath` (same weights) whose segment merging is a matmul by ``[1/r, ...]^T``."""
+
+    merge_column: Tensor
+
+    @classmethod
+    def from_path(cls, path: InterSegmentPath) -> MatmulMergeInterSegmentPath:
+        out = copy.deepcopy(path)
+        out.__class__ = cls
+        like = path.self_norm.weight
+        out.register_buffer("merge_column", _mean_column(path.merge_width, like), persistent=False)
+        return out
+
+    def merge(self, x: Tensor) -> Tensor:
+        """[B, N, K, D] -> [B, N, K / merge_width, D]."""
+        b, n, k, d = x.shape
+        kk, r = k // self.merge_width, self.merge_width
+        # One 2-D matmul by a constant column lowers to an XNNPACK GEMM; a 5-D matmul broadcasts the
+        # column with a portable expand_copy first.
+        runs = x.view(b, n, kk, r, d).transpose(3, 4).reshape(b * n * kk * d, r)
+        return torch.matmul(runs, self.merge_column).view(b, n, kk, d)
+
+
+def replace_mean_with_matmul(dpd: DualPathDiffusion) -> DualPathDiffusion:
+    """A copy of ``dpd`` whose RMSNorms and segment merges take their means as matmuls."""
+    out = copy.deepcopy(dpd)
+    for block in out.blocks:
+        block.inter = MatmulMergeInterSegmentPath.from_path(block.inter)
+    # After the paths are replaced: from_path copies them, norms and all.
+    for parent in list(out.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is RMSNorm:
+                setattr(parent, name, MatmulMeanRMSNorm.from_norm(child))
+    return out
+
+
 def prepare_dpd_for_xnnpack(dpd: DualPathDiffusion) -> DualPathDiffusion:
-    """Both swaps on a copy: the form ``executorch-xnnpack`` lowers."""
-    return replace_attention_with_explicit(replace_sru_with_loop_form(dpd))
+    """All three swaps on a copy: the form ``executorch-xnnpack`` lowers."""
+    return replace_mean_with_matmul(replace_attention_with_explicit(replace_sru_with_loop_form(dpd)))

@@ -164,6 +164,11 @@ class InterSegmentPath(nn.Module):
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
         self.ffn = SwiGLU(config.dim, config.ffn_dim)
 
+    def merge(self, x: Tensor) -> Tensor:
+        """Mean over each run of ``merge_width`` frames: [B, N, K, D] -> [B, N, K / merge_width, D]."""
+        b, n, k, d = x.shape
+        return x.view(b, n, k // self.merge_width, self.merge_width, d).mean(3)
+
     def forward(
         self, x: Tensor, tokens: Tensor, seg_rotary: tuple[Tensor, Tensor], tok_rotary: tuple[Tensor, Tensor]
     ) -> Tensor:
@@ -171,7 +176,7 @@ class InterSegmentPath(nn.Module):
         b, n, k, d = x.shape
         r = self.merge_width
         kk = k // r
-        merged = x.view(b, n, kk, r, d).mean(3).permute(0, 2, 1, 3)  # [B, K', N, D]
+        merged = self.merge(x).permute(0, 2, 1, 3)  # [B, K', N, D]
         h = merged.reshape(b * kk, n, d)
         h = h + self.self_attn(self.self_norm(h), q_rotary=seg_rotary, k_rotary=seg_rotary)
         # Every merged position of a batch item attends to the same tokens: fold K' into the query
@@ -181,7 +186,9 @@ class InterSegmentPath(nn.Module):
         hq = hq + self.cross_attn(self.cross_norm(hq), tokens, q_rotary=q_rot, k_rotary=tok_rotary)
         hq = hq + self.ffn(self.ffn_norm(hq))
         delta = (hq.view(b, kk, n, d) - merged).permute(0, 2, 1, 3)  # [B, N, K', D]
-        return x + delta.repeat_interleave(r, dim=2)
+        # Repeat back by broadcasting (the same sums as adding delta.repeat_interleave(r, dim=2)): no
+        # repeated copy is materialised, and exporters see one broadcast add instead of a portable copy.
+        return (x.view(b, n, kk, r, d) + delta.unsqueeze(3)).view(b, n, k, d)
 
 
 class IntraSegmentPath(nn.Module):
@@ -279,7 +286,7 @@ class DualPathDiffusion(nn.Module):
         cond = self.angle_embed(angles) + tok.mean(dim=1, keepdim=True)
         if c.frame_token_film:
             b, n_tok, d = tok.shape
-            cond = cond + tok[:, :, None].expand(b, n_tok, c.frames_per_token, d).reshape(b, length, d)
+            cond = (cond.view(b, n_tok, c.frames_per_token, d) + tok[:, :, None]).view(b, length, d)
         x = segment(x, c.segment_frames)
         cond = segment(cond, c.segment_frames)
         seg_rotary = (self.seg_cos, self.seg_sin)

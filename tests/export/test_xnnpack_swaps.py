@@ -6,10 +6,14 @@ import torch
 from melody_edge.export.xnnpack_swaps import (
     ExplicitAttention,
     LoopSRULayer,
+    MatmulMeanRMSNorm,
+    MatmulMergeInterSegmentPath,
     prepare_dpd_for_xnnpack,
+    replace_mean_with_matmul,
     replace_sru_with_loop_form,
 )
 from melody_edge.models.dpd import DPD_PRESETS, DualPathDiffusion
+from melody_edge.models.layers import RMSNorm
 from melody_edge.models.sru import SRULayer
 
 
@@ -66,3 +70,27 @@ def test_explicit_attention_equals_sdpa_and_drops_the_softmax_guard():
     assert after["aten._softmax.default"] == attentions
     with pytest.raises(ValueError, match="unmasked"):
         ready.blocks[0].inter.self_attn(torch.randn(1, 4, c.dim), is_causal=True)
+
+
+@torch.no_grad()
+def test_matmul_means_equal_the_mean_kernels_and_leave_one_mean():
+    torch.manual_seed(0)
+    dpd = DualPathDiffusion(DPD_PRESETS["tiny"]).eval()
+    swapped = replace_mean_with_matmul(dpd)
+    assert isinstance(swapped.blocks[0].inter, MatmulMergeInterSegmentPath)
+    assert isinstance(swapped.blocks[0].inter.self_norm, MatmulMeanRMSNorm)
+    assert isinstance(swapped.out_norm, MatmulMeanRMSNorm)
+    assert type(dpd.blocks[0].inter.self_norm) is RMSNorm  # the original is untouched
+    assert not any(k.endswith(("mean_column", "merge_column")) for k in swapped.state_dict())  # same weights
+    c = dpd.config
+    z, angles = torch.randn(2, 16, c.window_frames), torch.rand(2, c.window_frames)
+    tokens = torch.randint(c.token_vocab + 1, (2, c.window_tokens))
+    assert torch.allclose(swapped(z, angles, tokens), dpd(z, angles, tokens), atol=1e-5)
+
+    def means(module):
+        graph = torch.export.export(module, (z, angles, tokens), strict=False).run_decompositions().graph
+        return sum(str(n.target) == "aten.mean.dim" for n in graph.nodes)
+
+    norms = sum(type(m) is RMSNorm for m in dpd.modules())
+    assert means(dpd) == norms + len(dpd.blocks) + 1  # norms, merges, and the window's mean token
+    assert means(swapped) == 1
