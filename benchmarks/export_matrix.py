@@ -19,6 +19,7 @@ from pathlib import Path
 
 from melody_edge.export.export_all import export_all, format_rows
 from melody_edge.models.melody import load_model
+from melody_edge.runtime.bench import cpu_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": model.config.name,
         "source": source,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0]},
+        "machine": {"platform": platform.platform(), "cpu_model": cpu_model(), "python": sys.version.split()[0]},
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)

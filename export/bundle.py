@@ -181,9 +181,9 @@ def _export_components(model, target, recipe, tmp, specs, steps, sampler_artifac
     if target == "executorch-xnnpack":
         from ..quantization.torchao_quant import quantize_for_xnnpack
         from .executorch_export import export_component
-        from .xnnpack_swaps import prepare_dpd_for_xnnpack
+        from .xnnpack_swaps import prepare_dpd_for_xnnpack, prepare_lm_for_xnnpack
 
-        lm, lm_q = quantize_for_xnnpack(model.lm, recipe, "lm.")
+        lm, lm_q = quantize_for_xnnpack(prepare_lm_for_xnnpack(model.lm), recipe, "lm.")
         # Before quantizing: the SRU swap slices the float gate projections (export/xnnpack_swaps.py).
         dpd, dpd_q = quantize_for_xnnpack(prepare_dpd_for_xnnpack(model.dpd), recipe, "dpd.")
         q_model = None

@@ -64,6 +64,10 @@ def lower_to_pte(
     config = ExecutorchBackendConfig(
         memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=bool(shared_state)),
         emit_mutable_buffer_names=bool(shared_state),
+        # The KV cache update (index_copy_ -> functional index_put) otherwise copies the whole cache
+        # into a new tensor and back into the buffer, twice per layer per decode step (ETDump profile,
+        # docs/benchmarks.md); reinplaced, it writes only the new position.
+        run_reinplace_pass=True,
     )
     program = edge.to_executorch(config)
     data = program.buffer

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from ..models.dpd import DualPathDiffusion, InterSegmentPath
 from ..models.layers import MultiHeadAttention, RMSNorm
+from ..models.lm import KVCache, LMAttention, SemanticLM
 from ..models.sru import SRULayer
 
 
@@ -95,25 +96,63 @@ def replace_sru_with_loop_form(dpd: DualPathDiffusion) -> DualPathDiffusion:
     return out
 
 
+def _copy_as(module: nn.Module, cls: type[nn.Module], mean_of: tuple[str, int, Tensor] | None = None):
+    """A copy of ``module`` retyped as ``cls`` (same weights), optionally with a constant column of ``1/n``.
+
+    mean_of: (buffer name, n, a tensor whose dtype and device the column takes); the buffer is not
+    persistent, so the swapped module's state_dict is the original's.
+    """
+    out = copy.deepcopy(module)
+    out.__class__ = cls
+    if mean_of is not None:
+        name, n, like = mean_of
+        out.register_buffer(name, torch.full((n, 1), 1.0 / n, dtype=like.dtype, device=like.device), persistent=False)
+    return out
+
+
 class ExplicitAttention(MultiHeadAttention):
     """:class:`MultiHeadAttention` (same weights) as explicit matmuls and softmax; unmasked only."""
 
     @classmethod
     def from_attention(cls, attn: MultiHeadAttention) -> ExplicitAttention:
-        out = copy.deepcopy(attn)
-        out.__class__ = cls
-        return out
+        return _copy_as(attn, cls)
 
     def forward(self, x, context=None, q_rotary=None, k_rotary=None, mask=None, is_causal=False) -> Tensor:
         if mask is not None or is_causal:
             raise ValueError("ExplicitAttention is for the DPD's unmasked attention only")
         q, k, v = self.project(x, context, q_rotary, k_rotary)
-        b, h, t, dh = q.shape
-        # 3-D bmm: a 4-D matmul decomposes with an expand_copy of each operand (a portable copy).
-        q, k, v = (y.reshape(b * h, y.shape[2], dh) for y in (q, k, v))
-        scores = torch.bmm(q, k.transpose(1, 2)) * (dh**-0.5)
-        heads = torch.bmm(torch.softmax(scores, dim=-1), v).view(b, h, t, dh)
-        return self.wo(self.merge_heads(heads))
+        return self.wo(self.merge_heads(bmm_attention(q, k, v)))
+
+
+def bmm_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
+    """softmax(q k^T / sqrt(Dh) + bias) v as 3-D bmm: q [B, H, T, Dh], k, v [B, H, S, Dh] -> [B, H, T, Dh].
+
+    A 4-D matmul decomposes with an expand_copy of each operand (a portable copy); bias [T, S] is
+    additive (0 or -inf) and must leave every row at least one finite score.
+    """
+    b, h, t, dh = q.shape
+    q = (q * dh**-0.5).reshape(b * h, t, dh)
+    k, v = (y.reshape(b * h, y.shape[2], dh) for y in (k, v))
+    scores = torch.bmm(q, k.transpose(1, 2))
+    if bias is not None:
+        scores = scores + bias
+    return torch.bmm(torch.softmax(scores, dim=-1), v).view(b, h, t, dh)
+
+
+class ExplicitCachedAttention(LMAttention):
+    """:class:`LMAttention` (same weights) with its masked attention over the cache as :func:`bmm_attention`.
+
+    ``scaled_dot_product_attention`` with a boolean mask decomposes into portable ``where``/``eq``/``any``
+    guards and a portable scaling of the whole key cache per step.
+    """
+
+    def forward_cached(
+        self, x: Tensor, rotary: tuple[Tensor, Tensor], positions: Tensor, cache: KVCache, mask: Tensor
+    ) -> Tensor:
+        q, k, v = self.project_cached(x, rotary, positions, cache)
+        # The mask keeps each position's own slot, so no row is all -inf.
+        bias = torch.where(mask, 0.0, float("-inf"))
+        return self.wo(self.merge_heads(bmm_attention(q, k, v, bias)))
 
 
 def replace_attention_with_explicit(dpd: DualPathDiffusion) -> DualPathDiffusion:
@@ -126,10 +165,6 @@ def replace_attention_with_explicit(dpd: DualPathDiffusion) -> DualPathDiffusion
     return out
 
 
-def _mean_column(n: int, like: Tensor) -> Tensor:
-    return torch.full((n, 1), 1.0 / n, dtype=like.dtype, device=like.device)
-
-
 class MatmulMeanRMSNorm(RMSNorm):
     """:class:`RMSNorm` (same weight) with the mean of squares as ``(x * x) @ [1/dim, ...]^T``."""
 
@@ -137,10 +172,7 @@ class MatmulMeanRMSNorm(RMSNorm):
 
     @classmethod
     def from_norm(cls, norm: RMSNorm) -> MatmulMeanRMSNorm:
-        out = copy.deepcopy(norm)
-        out.__class__ = cls
-        out.register_buffer("mean_column", _mean_column(norm.weight.numel(), norm.weight), persistent=False)
-        return out
+        return _copy_as(norm, cls, ("mean_column", norm.weight.numel(), norm.weight))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [..., dim] -> [..., dim]."""
@@ -154,11 +186,7 @@ class MatmulMergeInterSegmentPath(InterSegmentPath):
 
     @classmethod
     def from_path(cls, path: InterSegmentPath) -> MatmulMergeInterSegmentPath:
-        out = copy.deepcopy(path)
-        out.__class__ = cls
-        like = path.self_norm.weight
-        out.register_buffer("merge_column", _mean_column(path.merge_width, like), persistent=False)
-        return out
+        return _copy_as(path, cls, ("merge_column", path.merge_width, path.self_norm.weight))
 
     def merge(self, x: Tensor) -> Tensor:
         """[B, N, K, D] -> [B, N, K / merge_width, D]."""
@@ -180,6 +208,15 @@ def replace_mean_with_matmul(dpd: DualPathDiffusion) -> DualPathDiffusion:
         for name, child in list(parent.named_children()):
             if type(child) is RMSNorm:
                 setattr(parent, name, MatmulMeanRMSNorm.from_norm(child))
+    return out
+
+
+def prepare_lm_for_xnnpack(lm: SemanticLM) -> SemanticLM:
+    """A copy of ``lm`` whose cached attention is :class:`ExplicitCachedAttention` (the training forward,
+    which export never sees, is unchanged)."""
+    out = copy.deepcopy(lm)
+    for layer in out.layers:
+        layer.attn = _copy_as(layer.attn, ExplicitCachedAttention)
     return out
 
 

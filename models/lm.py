@@ -76,17 +76,24 @@ class KVCache(nn.Module):
 
 
 class LMAttention(MultiHeadAttention):
-    def forward_cached(
-        self, x: Tensor, rotary: tuple[Tensor, Tensor], positions: Tensor, cache: KVCache, mask: Tensor
-    ) -> Tensor:
-        """x: [B, T, dim] at ``positions`` [T]; attends to the cache under ``mask`` [T, max_seq_len]."""
+    def project_cached(
+        self, x: Tensor, rotary: tuple[Tensor, Tensor], positions: Tensor, cache: KVCache
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries [B, H, T, Dh] of x at ``positions``, and the cache's keys and values [B, H, max_seq_len, Dh]
+        after writing this step's into it."""
         q = apply_rotary(self.split_heads(self.wq(x)), *rotary)
         k = apply_rotary(self.split_heads(self.wk(x)), *rotary)
         v = self.split_heads(self.wv(x))
         k_all, v_all = cache.update(positions, k, v)
         b = x.shape[0]
-        out = F.scaled_dot_product_attention(q, k_all[:b], v_all[:b], attn_mask=mask)
-        return self.wo(self.merge_heads(out))
+        return q, k_all[:b], v_all[:b]
+
+    def forward_cached(
+        self, x: Tensor, rotary: tuple[Tensor, Tensor], positions: Tensor, cache: KVCache, mask: Tensor
+    ) -> Tensor:
+        """x: [B, T, dim] at ``positions`` [T]; attends to the cache under ``mask`` [T, max_seq_len]."""
+        q, k, v = self.project_cached(x, rotary, positions, cache)
+        return self.wo(self.merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)))
 
 
 class LMBlock(nn.Module):

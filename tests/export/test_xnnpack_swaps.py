@@ -3,18 +3,31 @@ from collections import Counter
 import pytest
 import torch
 
+from melody_edge.export.adapters import LMDecode
 from melody_edge.export.xnnpack_swaps import (
     ExplicitAttention,
+    ExplicitCachedAttention,
     LoopSRULayer,
     MatmulMeanRMSNorm,
     MatmulMergeInterSegmentPath,
     prepare_dpd_for_xnnpack,
+    prepare_lm_for_xnnpack,
     replace_mean_with_matmul,
     replace_sru_with_loop_form,
 )
 from melody_edge.models.dpd import DPD_PRESETS, DualPathDiffusion
 from melody_edge.models.layers import RMSNorm
+from melody_edge.models.lm import LM_PRESETS, LMAttention, SemanticLM
 from melody_edge.models.sru import SRULayer
+
+
+def _window_inputs(c):
+    """One guided window's DPD inputs (batch 2) for config c."""
+    return (
+        torch.randn(2, c.latent_channels, c.window_frames),
+        torch.rand(2, c.window_frames),
+        torch.randint(c.token_vocab + 1, (2, c.window_tokens)),
+    )
 
 
 @torch.no_grad()
@@ -33,8 +46,7 @@ def test_swapped_dpd_is_a_copy_with_the_same_velocity_and_no_flip_or_split():
     assert all(isinstance(s, SRULayer) for b in dpd.blocks for s in b.intra.srus)  # the original is untouched
     assert all(isinstance(s, LoopSRULayer) for b in swapped.blocks for s in b.intra.srus)
     c = dpd.config
-    z, angles = torch.randn(2, 16, c.window_frames), torch.rand(2, c.window_frames)
-    tokens = torch.randint(c.token_vocab + 1, (2, c.window_tokens))
+    z, angles, tokens = _window_inputs(c)
     assert torch.allclose(swapped(z, angles, tokens), dpd(z, angles, tokens), atol=1e-5)
 
     def ops(module):
@@ -55,8 +67,7 @@ def test_explicit_attention_equals_sdpa_and_drops_the_softmax_guard():
     assert isinstance(ready.blocks[0].inter.cross_attn, ExplicitAttention)
     assert type(dpd.blocks[0].inter.cross_attn) is not ExplicitAttention  # the original is untouched
     c = dpd.config
-    z, angles = torch.randn(2, 16, c.window_frames), torch.rand(2, c.window_frames)
-    tokens = torch.randint(c.token_vocab + 1, (2, c.window_tokens))
+    z, angles, tokens = _window_inputs(c)
     assert torch.allclose(ready(z, angles, tokens), dpd(z, angles, tokens), atol=1e-5)
 
     def decomposed_ops(module):
@@ -83,8 +94,7 @@ def test_matmul_means_equal_the_mean_kernels_and_leave_one_mean():
     assert type(dpd.blocks[0].inter.self_norm) is RMSNorm  # the original is untouched
     assert not any(k.endswith(("mean_column", "merge_column")) for k in swapped.state_dict())  # same weights
     c = dpd.config
-    z, angles = torch.randn(2, 16, c.window_frames), torch.rand(2, c.window_frames)
-    tokens = torch.randint(c.token_vocab + 1, (2, c.window_tokens))
+    z, angles, tokens = _window_inputs(c)
     assert torch.allclose(swapped(z, angles, tokens), dpd(z, angles, tokens), atol=1e-5)
 
     def means(module):
@@ -94,3 +104,30 @@ def test_matmul_means_equal_the_mean_kernels_and_leave_one_mean():
     norms = sum(type(m) is RMSNorm for m in dpd.modules())
     assert means(dpd) == norms + len(dpd.blocks) + 1  # norms, merges, and the window's mean token
     assert means(swapped) == 1
+
+
+@torch.no_grad()
+def test_lm_swap_equals_the_cached_sdpa_and_drops_its_guards():
+    torch.manual_seed(0)
+    lm = SemanticLM(LM_PRESETS["tiny"]).eval()
+    swapped = prepare_lm_for_xnnpack(lm)
+    assert all(type(layer.attn) is ExplicitCachedAttention for layer in swapped.layers)
+    assert all(type(layer.attn) is LMAttention for layer in lm.layers)  # the original is untouched
+    ids = torch.randint(lm.config.vocab_size, (1, 9))
+    # Prefill, then decode on: the caches fill the same way and every logit agrees.
+    assert torch.allclose(swapped.prefill(ids, 0), lm.prefill(ids, 0), atol=1e-5)
+    for pos in range(9, 12):
+        token = torch.tensor([[pos]])
+        assert torch.allclose(swapped.decode(token, pos), lm.decode(token, pos), atol=1e-5)
+    assert torch.equal(swapped.layers[0].cache.k, lm.layers[0].cache.k)
+
+    def decomposed_ops(module):
+        wrapped = LMDecode(module)
+        graph = torch.export.export(wrapped, (torch.tensor([[3]]), torch.tensor([4])), strict=False)
+        return Counter(str(n.target) for n in graph.run_decompositions().graph.nodes if n.op == "call_function")
+
+    before, after = decomposed_ops(lm), decomposed_ops(swapped)
+    layers = len(lm.layers)
+    assert before["aten.any.dim"] == layers  # SDPA's fully-masked-row guard, once per layer
+    assert after["aten.any.dim"] == 0 and after["aten.expand.default"] == 0, after
+    assert after["aten.bmm.default"] == 2 * layers
