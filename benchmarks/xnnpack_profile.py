@@ -5,7 +5,7 @@
 means as ``mean``) and in the form the export lowers (``export/xnnpack_swaps.py:
 prepare_dpd_for_xnnpack``); ``--stepwise`` adds the forms in between, so each swap's share shows.
 ``lm_decode``: one LM decode step, as written and as exported (``prepare_lm_for_xnnpack``);
-``vae_decoder``: the VAE decoder's chunk (one form). Every form
+``vae_decoder``: the VAE decoder's chunk, likewise (``prepare_vae_for_xnnpack``). Every form
 and PyTorch eager run alternately (drift in machine load hits all of them); the script prints each
 median and the operators that take the time (XNNPACK partitions against portable kernels).
 
@@ -30,6 +30,7 @@ from melody_edge.export.executorch_export import export_component
 from melody_edge.export.xnnpack_swaps import (
     prepare_dpd_for_xnnpack,
     prepare_lm_for_xnnpack,
+    prepare_vae_for_xnnpack,
     replace_attention_with_explicit,
     replace_sru_with_loop_form,
 )
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     component, method = args.component, "forward"
     if component == "vae_decoder":
         spec = specs["vae_decoder"]["forward"]
-        forms = {"model_form": model.vae}
+        forms = {"model_form": model.vae, "export_form": prepare_vae_for_xnnpack(model.vae)}
         wrap, run_eager = VAEDecodeChunk, VAEDecodeChunk(model.vae)
         inputs = [torch.randn(spec.inputs[0].shape, generator=gen)]
     elif component == "lm_decode":

@@ -181,11 +181,12 @@ def _export_components(model, target, recipe, tmp, specs, steps, sampler_artifac
     if target == "executorch-xnnpack":
         from ..quantization.torchao_quant import quantize_for_xnnpack
         from .executorch_export import export_component
-        from .xnnpack_swaps import prepare_dpd_for_xnnpack, prepare_lm_for_xnnpack
+        from .xnnpack_swaps import prepare_dpd_for_xnnpack, prepare_lm_for_xnnpack, prepare_vae_for_xnnpack
 
         lm, lm_q = quantize_for_xnnpack(prepare_lm_for_xnnpack(model.lm), recipe, "lm.")
         # Before quantizing: the SRU swap slices the float gate projections (export/xnnpack_swaps.py).
         dpd, dpd_q = quantize_for_xnnpack(prepare_dpd_for_xnnpack(model.dpd), recipe, "dpd.")
+        vae = prepare_vae_for_xnnpack(model.vae)  # never quantized (docs/export.md)
         q_model = None
         if recipe.quantized:
             q_model = _with_components(model, lm=lm, dpd=dpd)
@@ -198,7 +199,7 @@ def _export_components(model, target, recipe, tmp, specs, steps, sampler_artifac
                 ("cache",),
             ),
             "dpd": ({"forward": (adapters.DPDWindow(dpd), specs["dpd"]["forward"])}, ()),
-            "vae_decoder": ({"forward": (adapters.VAEDecodeChunk(model.vae), specs["vae_decoder"]["forward"])}, ()),
+            "vae_decoder": ({"forward": (adapters.VAEDecodeChunk(vae), specs["vae_decoder"]["forward"])}, ()),
         }
         if sampler_artifact:
             plan["dpd_sampler"] = (
@@ -207,6 +208,13 @@ def _export_components(model, target, recipe, tmp, specs, steps, sampler_artifac
             )
         if encoder_artifact:
             plan["vae_encoder"] = ({"forward": (adapters.VAEEncode(model.vae), specs["vae_encoder"]["forward"])}, ())
+        # Recorded in the manifest: which equal-function module swaps each lowered graph went through.
+        forms = {
+            "lm": "prepare_lm_for_xnnpack: cached attention as bmm with an additive mask",
+            "dpd": "prepare_dpd_for_xnnpack: SRU loop form, attention as bmm, means as matmuls",
+            "dpd_sampler": "prepare_dpd_for_xnnpack: SRU loop form, attention as bmm, means as matmuls",
+            "vae_decoder": "prepare_vae_for_xnnpack: convolutions as 2-D over [B, C, 1, T]",
+        }
         components = {}
         for name, (methods, shared) in plan.items():
             t0 = time.perf_counter()
@@ -217,6 +225,7 @@ def _export_components(model, target, recipe, tmp, specs, steps, sampler_artifac
                 "file": path.name,
                 "methods": {m: spec.to_dict() for m, (_, spec) in methods.items()},
                 **({"state": "kv cache: mutable buffers shared by prefill and decode"} if shared else {}),
+                **({"export_form": f"export/xnnpack_swaps.py {forms[name]}"} if name in forms else {}),
             }
         return components, {"lm": lm_q, "dpd": dpd_q}, q_model, None
     if target in APPLE_TARGETS:

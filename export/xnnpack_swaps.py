@@ -42,6 +42,7 @@ from ..models.dpd import DualPathDiffusion, InterSegmentPath
 from ..models.layers import MultiHeadAttention, RMSNorm
 from ..models.lm import KVCache, LMAttention, SemanticLM
 from ..models.sru import SRULayer
+from ..models.vae import VAE, VAEDecoder
 
 
 def _linear_rows(src: nn.Linear, lo: int, hi: int) -> nn.Linear:
@@ -208,6 +209,57 @@ def replace_mean_with_matmul(dpd: DualPathDiffusion) -> DualPathDiffusion:
         for name, child in list(parent.named_children()):
             if type(child) is RMSNorm:
                 setattr(parent, name, MatmulMeanRMSNorm.from_norm(child))
+    return out
+
+
+def _conv1d_as_2d(conv: nn.Conv1d | nn.ConvTranspose1d) -> nn.Conv2d | nn.ConvTranspose2d:
+    """The same convolution over [B, C, 1, T]: kernel (1, k), weights unsqueezed (no copy of values changed)."""
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ValueError(f"only zero-padded convolutions with integer padding convert, got {conv}")
+    kw = {
+        "kernel_size": (1, conv.kernel_size[0]),
+        "stride": (1, conv.stride[0]),
+        "padding": (0, conv.padding[0]),
+        "dilation": (1, conv.dilation[0]),
+        "groups": conv.groups,
+        "bias": conv.bias is not None,
+    }
+    if isinstance(conv, nn.ConvTranspose1d):
+        out = nn.ConvTranspose2d(conv.in_channels, conv.out_channels, output_padding=(0, conv.output_padding[0]), **kw)
+    else:
+        out = nn.Conv2d(conv.in_channels, conv.out_channels, **kw)
+    with torch.no_grad():
+        out.weight.copy_(conv.weight.unsqueeze(2))
+        if conv.bias is not None:
+            out.bias.copy_(conv.bias)
+    return out
+
+
+class Conv2dVAEDecoder(nn.Module):
+    """A :class:`VAEDecoder` (same weights) run as 2-D convolutions over [B, C, 1, T]: [B, C, F] -> [B, 1, N].
+
+    Each ``Conv1d`` lowers to XNNPACK as unsqueeze, NHWC conv2d, squeeze, and the reshapes between
+    them pin the layout, so the delegate transposed NCHW <-> NHWC around every convolution (76 transposes,
+    15 % of an ``edge`` chunk). Kept 4-D from input to output, the decoder's other ops (LeakyReLU, add,
+    the MRF mean, tanh) are layout-free and the layout changes only at the ends.
+    """
+
+    def __init__(self, decoder: VAEDecoder) -> None:
+        super().__init__()
+        self.inner = copy.deepcopy(decoder)
+        for parent in list(self.inner.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, (nn.Conv1d, nn.ConvTranspose1d)):
+                    setattr(parent, name, _conv1d_as_2d(child))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.inner(z.unsqueeze(2)).squeeze(2)
+
+
+def prepare_vae_for_xnnpack(vae: VAE) -> VAE:
+    """A copy of ``vae`` whose decoder is a :class:`Conv2dVAEDecoder` (the encoder is unchanged)."""
+    out = copy.deepcopy(vae)
+    out.decoder = Conv2dVAEDecoder(vae.decoder)
     return out
 
 

@@ -2,8 +2,9 @@ from collections import Counter
 
 import pytest
 import torch
+from torch import nn
 
-from melody_edge.export.adapters import LMDecode
+from melody_edge.export.adapters import LMDecode, VAEDecodeChunk
 from melody_edge.export.xnnpack_swaps import (
     ExplicitAttention,
     ExplicitCachedAttention,
@@ -12,6 +13,7 @@ from melody_edge.export.xnnpack_swaps import (
     MatmulMergeInterSegmentPath,
     prepare_dpd_for_xnnpack,
     prepare_lm_for_xnnpack,
+    prepare_vae_for_xnnpack,
     replace_mean_with_matmul,
     replace_sru_with_loop_form,
 )
@@ -19,6 +21,7 @@ from melody_edge.models.dpd import DPD_PRESETS, DualPathDiffusion
 from melody_edge.models.layers import RMSNorm
 from melody_edge.models.lm import LM_PRESETS, LMAttention, SemanticLM
 from melody_edge.models.sru import SRULayer
+from melody_edge.models.vae import VAE, VAE_PRESETS
 
 
 def _window_inputs(c):
@@ -131,3 +134,22 @@ def test_lm_swap_equals_the_cached_sdpa_and_drops_its_guards():
     assert before["aten.any.dim"] == layers  # SDPA's fully-masked-row guard, once per layer
     assert after["aten.any.dim"] == 0 and after["aten.expand.default"] == 0, after
     assert after["aten.bmm.default"] == 2 * layers
+
+
+@torch.no_grad()
+def test_vae_decoder_as_2d_convolutions_is_equal_and_stays_4d():
+    torch.manual_seed(0)
+    vae = VAE(VAE_PRESETS["tiny"]).eval()
+    swapped = prepare_vae_for_xnnpack(vae)
+    assert not any(isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)) for m in swapped.decoder.modules())
+    assert isinstance(vae.decoder.conv_pre, nn.Conv1d)  # the original is untouched
+    window = torch.randn(1, vae.config.latent_channels, 2 * vae.context_frames + 4)
+    assert torch.allclose(swapped.decode_chunk(window), vae.decode_chunk(window), atol=1e-6)
+
+    graph = torch.export.export(VAEDecodeChunk(swapped), (window,), strict=False).run_decompositions().graph
+    convs = [n for n in graph.nodes if str(n.target) == "aten.convolution.default"]
+    assert len(convs) == sum(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in swapped.decoder.modules())
+    assert all(len(n.args[0].meta["val"].shape) == 4 for n in convs)
+    # Nothing between the convolutions changes the rank: one unsqueeze in, one squeeze out.
+    reshapes = [n for n in graph.nodes if str(n.target).split(".")[-2:-1] in (["unsqueeze"], ["squeeze"], ["view"])]
+    assert len(reshapes) == 2, [str(n.target) for n in reshapes]

@@ -20,6 +20,9 @@ def check_xnnpack_bundle(bundle: Path, recipe: str) -> None:
     lm = manifest["components"]["lm"]
     assert set(lm["methods"]) == {"prefill", "decode"}
     assert "mutable buffers" in lm["state"]
+    # Every lowered graph says which equal-function swaps it went through (export/xnnpack_swaps.py).
+    for name in ("lm", "dpd", "vae_decoder"):
+        assert manifest["components"][name]["export_form"].startswith("export/xnnpack_swaps.py prepare_"), name
     if recipe == "fp32":
         assert report["components"]["lm"]["float"]["greedy_match"] == 1.0
     else:
