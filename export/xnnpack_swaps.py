@@ -97,26 +97,22 @@ def replace_sru_with_loop_form(dpd: DualPathDiffusion) -> DualPathDiffusion:
     return out
 
 
-def _copy_as(module: nn.Module, cls: type[nn.Module], mean_of: tuple[str, int, Tensor] | None = None):
-    """A copy of ``module`` retyped as ``cls`` (same weights), optionally with a constant column of ``1/n``.
+def _retype(module: nn.Module, cls: type[nn.Module], mean_of: tuple[str, int, Tensor] | None = None) -> None:
+    """Retype ``module`` in place as ``cls`` (same weights), optionally adding a constant column of ``1/n``.
 
-    mean_of: (buffer name, n, a tensor whose dtype and device the column takes); the buffer is not
-    persistent, so the swapped module's state_dict is the original's.
+    Callers retype modules of a copy they made once, never the caller's model. mean_of: (buffer name,
+    n, a tensor whose dtype and device the column takes); the buffer is not persistent, so the swapped
+    module's state_dict is the original's.
     """
-    out = copy.deepcopy(module)
-    out.__class__ = cls
+    module.__class__ = cls
     if mean_of is not None:
         name, n, like = mean_of
-        out.register_buffer(name, torch.full((n, 1), 1.0 / n, dtype=like.dtype, device=like.device), persistent=False)
-    return out
+        column = torch.full((n, 1), 1.0 / n, dtype=like.dtype, device=like.device)
+        module.register_buffer(name, column, persistent=False)
 
 
 class ExplicitAttention(MultiHeadAttention):
     """:class:`MultiHeadAttention` (same weights) as explicit matmuls and softmax; unmasked only."""
-
-    @classmethod
-    def from_attention(cls, attn: MultiHeadAttention) -> ExplicitAttention:
-        return _copy_as(attn, cls)
 
     def forward(self, x, context=None, q_rotary=None, k_rotary=None, mask=None, is_causal=False) -> Tensor:
         if mask is not None or is_causal:
@@ -161,8 +157,8 @@ def replace_attention_with_explicit(dpd: DualPathDiffusion) -> DualPathDiffusion
     out = copy.deepcopy(dpd)
     for block in out.blocks:
         inter = block.inter
-        inter.self_attn = ExplicitAttention.from_attention(inter.self_attn)
-        inter.cross_attn = ExplicitAttention.from_attention(inter.cross_attn)
+        _retype(inter.self_attn, ExplicitAttention)
+        _retype(inter.cross_attn, ExplicitAttention)
     return out
 
 
@@ -170,10 +166,6 @@ class MatmulMeanRMSNorm(RMSNorm):
     """:class:`RMSNorm` (same weight) with the mean of squares as ``(x * x) @ [1/dim, ...]^T``."""
 
     mean_column: Tensor
-
-    @classmethod
-    def from_norm(cls, norm: RMSNorm) -> MatmulMeanRMSNorm:
-        return _copy_as(norm, cls, ("mean_column", norm.weight.numel(), norm.weight))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [..., dim] -> [..., dim]."""
@@ -184,10 +176,6 @@ class MatmulMergeInterSegmentPath(InterSegmentPath):
     """:class:`InterSegmentPath` (same weights) whose segment merging is a matmul by ``[1/r, ...]^T``."""
 
     merge_column: Tensor
-
-    @classmethod
-    def from_path(cls, path: InterSegmentPath) -> MatmulMergeInterSegmentPath:
-        return _copy_as(path, cls, ("merge_column", path.merge_width, path.self_norm.weight))
 
     def merge(self, x: Tensor) -> Tensor:
         """[B, N, K, D] -> [B, N, K / merge_width, D]."""
@@ -202,18 +190,16 @@ class MatmulMergeInterSegmentPath(InterSegmentPath):
 def replace_mean_with_matmul(dpd: DualPathDiffusion) -> DualPathDiffusion:
     """A copy of ``dpd`` whose RMSNorms and segment merges take their means as matmuls."""
     out = copy.deepcopy(dpd)
-    for block in out.blocks:
-        block.inter = MatmulMergeInterSegmentPath.from_path(block.inter)
-    # After the paths are replaced: from_path copies them, norms and all.
-    for parent in list(out.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is RMSNorm:
-                setattr(parent, name, MatmulMeanRMSNorm.from_norm(child))
+    for module in out.modules():
+        if type(module) is InterSegmentPath:
+            _retype(module, MatmulMergeInterSegmentPath, ("merge_column", module.merge_width, module.self_norm.weight))
+        elif type(module) is RMSNorm:
+            _retype(module, MatmulMeanRMSNorm, ("mean_column", module.weight.numel(), module.weight))
     return out
 
 
 def _conv1d_as_2d(conv: nn.Conv1d | nn.ConvTranspose1d) -> nn.Conv2d | nn.ConvTranspose2d:
-    """The same convolution over [B, C, 1, T]: kernel (1, k), weights unsqueezed (no copy of values changed)."""
+    """The same convolution over [B, C, 1, T]: kernel (1, k), the same weight values unsqueezed."""
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         raise ValueError(f"only zero-padded convolutions with integer padding convert, got {conv}")
     kw = {
@@ -239,14 +225,16 @@ class Conv2dVAEDecoder(nn.Module):
     """A :class:`VAEDecoder` (same weights) run as 2-D convolutions over [B, C, 1, T]: [B, C, F] -> [B, 1, N].
 
     Each ``Conv1d`` lowers to XNNPACK as unsqueeze, NHWC conv2d, squeeze, and the reshapes between
-    them pin the layout, so the delegate transposed NCHW <-> NHWC around every convolution (76 transposes,
-    15 % of an ``edge`` chunk). Kept 4-D from input to output, the decoder's other ops (LeakyReLU, add,
-    the MRF mean, tanh) are layout-free and the layout changes only at the ends.
+    them pin the layout, so the delegate transposed NCHW <-> NHWC around every convolution (76
+    transposes, 34.5 of 245 ms of an ``edge`` decoder chunk). Kept 4-D from input to output, the
+    decoder's other ops (LeakyReLU, add, the MRF mean, tanh) are layout-free and the layout changes
+    only at the ends.
     """
 
     def __init__(self, decoder: VAEDecoder) -> None:
+        """Takes ``decoder`` over and converts its convolutions in place: pass a copy to keep the original."""
         super().__init__()
-        self.inner = copy.deepcopy(decoder)
+        self.inner = decoder
         for parent in list(self.inner.modules()):
             for name, child in list(parent.named_children()):
                 if isinstance(child, (nn.Conv1d, nn.ConvTranspose1d)):
@@ -259,7 +247,7 @@ class Conv2dVAEDecoder(nn.Module):
 def prepare_vae_for_xnnpack(vae: VAE) -> VAE:
     """A copy of ``vae`` whose decoder is a :class:`Conv2dVAEDecoder` (the encoder is unchanged)."""
     out = copy.deepcopy(vae)
-    out.decoder = Conv2dVAEDecoder(vae.decoder)
+    out.decoder = Conv2dVAEDecoder(out.decoder)
     return out
 
 
@@ -268,7 +256,7 @@ def prepare_lm_for_xnnpack(lm: SemanticLM) -> SemanticLM:
     which export never sees, is unchanged)."""
     out = copy.deepcopy(lm)
     for layer in out.layers:
-        layer.attn = _copy_as(layer.attn, ExplicitCachedAttention)
+        _retype(layer.attn, ExplicitCachedAttention)
     return out
 
 

@@ -225,6 +225,17 @@ def bench(
     }
 
 
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of the first /proc/cpuinfo line that starts with one of ``keys`` (None off Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(keys):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo; elsewhere platform.processor()).
 
@@ -233,13 +244,7 @@ def cpu_model() -> str:
     """
     import platform
 
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 _SIMD = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimd", "sve")
@@ -247,14 +252,8 @@ _SIMD = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "am
 
 def simd_flags() -> list[str]:
     """The vector extensions the kernels may use, of those that move these benchmarks (Linux only)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                present = set(line.split(":", 1)[1].split())
-                return [f for f in _SIMD if f in present]
-    except OSError:
-        pass
-    return []
+    present = set((_cpuinfo("flags", "Features") or "").split())
+    return [f for f in _SIMD if f in present]
 
 
 def _machine() -> dict:
