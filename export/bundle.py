@@ -145,7 +145,7 @@ def export_bundle(
             from ..runtime.open import open_bundle
 
             backend, _ = open_bundle(tmp)
-            report = run_parity(model, q_model, backend, manifest, recipe)
+            report = run_parity(model, q_model, backend, manifest, recipe, log=log)
             if validation:
                 report["validation"] = validation
             report["export_seconds"] = time.perf_counter() - t_start

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -125,10 +127,16 @@ def run_parity(
     recipe: Recipe,
     bundle_dir=None,
     lm_tokens: int = 48,
+    log: Callable[[str], None] = lambda msg: None,
 ) -> dict:
-    """Compare the bundle with the float reference (and the quantized eager model), then gate."""
+    """Compare the bundle with the float reference (and the quantized eager model), then gate.
+
+    ``log`` receives one line per stage: on a large config each stage takes minutes.
+    """
     preset = manifest["presets"][0]
     sampler = manifest["sampler"]
+    t0 = time.perf_counter()
+    log("  parity: recording inputs from the eager streaming pipeline (2 chunks) ...")
     inputs = record_inputs(reference, preset["tokens"], sampler["steps"], sampler["guidance_scale"])
     ref_backend = EagerBackend(reference)
     refs = {"float": ref_backend}
@@ -146,9 +154,11 @@ def run_parity(
         "lm_greedy_tokens": lm_tokens,
         "source": "eager streaming pipeline, 2 chunks: LM-generated tokens, sampler-trajectory latents",
     }
+    log(f"  parity: bundle runs {len(inputs.dpd)} DPD and {len(inputs.vae)} VAE calls ({_since(t0)})")
     out_dpd = [bundle.dpd(*args) for args in inputs.dpd]
     out_vae = [bundle.vae_decode(z) for z in inputs.vae]
     for ref_name, ref in refs.items():
+        log(f"  parity: against the {ref_name} reference, DPD, VAE, then LM ({lm_tokens} greedy tokens) ({_since(t0)})")
         comp = report["components"]
         ref_dpd = [ref.dpd(*args) for args in inputs.dpd]
         ref_vae = [ref.vae_decode(z) for z in inputs.vae]
@@ -158,6 +168,7 @@ def run_parity(
     if "dpd_sampler" in manifest["components"] and hasattr(bundle, "dpd_sampler"):
         z, angles, target, tokens = inputs.first_window
         guidance = torch.tensor([float(sampler["guidance_scale"])])
+        log(f"  parity: unrolled sampler ({_since(t0)})")
         out = bundle.dpd_sampler(z, angles, target, tokens, guidance)
         from ..models.diffusion import ddim_sample
 
@@ -168,7 +179,12 @@ def run_parity(
                 )
             report["components"].setdefault("dpd_sampler", {})[ref_name] = compare(want, out)
     report["gate"] = gate(report, recipe)
+    log(f"  parity: done ({_since(t0)})")
     return report
+
+
+def _since(t0: float) -> str:
+    return f"{time.perf_counter() - t0:.0f} s"
 
 
 def gate(report: dict, recipe: Recipe) -> dict:

@@ -82,10 +82,17 @@ def test_failing_gate_leaves_no_bundle(tiny_model, tmp_path):
     recipe = load_recipe("onnx", "fp32")
     impossible = dataclasses.replace(recipe, thresholds=Thresholds(1000.0, True, 1.0))
     out = tmp_path / "gated"
+    lines: list[str] = []
     with pytest.raises(ParityError, match=r"dpd: SNR .* dB < 1000 dB"):
-        export_bundle(tiny_model, "onnx", impossible, out, steps=2, presets=TEST_PRESETS, sampler_artifact=False)
+        export_bundle(
+            tiny_model, "onnx", impossible, out, steps=2, presets=TEST_PRESETS, sampler_artifact=False, log=lines.append
+        )
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no partial temp directory either
+    # Each parity stage is announced: on `paper` the gate runs for many minutes.
+    stages = [line.split("(")[0].strip() for line in lines if line.strip().startswith("parity:")]
+    assert stages[0].startswith("parity: recording inputs") and stages[-1] == "parity: done"
+    assert any("against the float reference" in s for s in stages)
 
 
 def test_interrupted_and_out_of_disk_exports_leave_nothing(tiny_model, tmp_path, monkeypatch):
