@@ -9,6 +9,7 @@ import datetime
 import errno
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -40,6 +41,17 @@ CONDITIONER_DIR = "conditioner"
 HOST_TARGETS = ("executorch-xnnpack", "onnx", "executorch-coreml", "coreml")
 RUNNABLE_HERE = ("executorch-xnnpack", "onnx")
 APPLE_TARGETS = ("executorch-coreml", "coreml")
+# The packages each target's export imports (versions as pinned in pyproject.toml).
+TARGET_MODULES = {
+    "executorch-xnnpack": (("executorch", "executorch==1.5.1"),),
+    "executorch-coreml": (("executorch", "executorch==1.5.1"), ("coremltools", "coremltools==9.0")),
+    "coreml": (("coremltools", "coremltools==9.0"),),
+    "onnx": (
+        ("onnx", "'onnx>=1.23,<1.24'"),
+        ("onnxscript", "'onnxscript>=0.7,<0.8'"),
+        ("onnxruntime", "'onnxruntime>=1.32,<1.33'"),
+    ),
+}
 
 
 class ExportError(RuntimeError):
@@ -159,6 +171,12 @@ def export_bundle(
                 )
         else:
             log("parity not verified (--no-verify): the bundle carries no parity.json")
+        if (tmp / PARITY).is_file():
+            # parity.json is written after the manifest (the gate opens the bundle through it), so its
+            # checksum is added now, before the rename; the runtime verifies every listed file.
+            parity = {"sha256": sha256_tree(tmp / PARITY), "bytes": tree_size(tmp / PARITY)}
+            manifest["files"] = dict(sorted({**manifest["files"], PARITY: parity}.items()))
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -247,11 +265,9 @@ def unbuildable_reason(target: str) -> str | None:
     """Why this host cannot build ``target``, or None when it can."""
     if target not in HOST_TARGETS:
         return f"unknown target; valid targets: {', '.join(HOST_TARGETS)}"
-    if target in APPLE_TARGETS:
-        try:
-            import coremltools  # noqa: F401
-        except ImportError:
-            return "coremltools is not installed (pip install coremltools==9.0)"
+    for module, pin in TARGET_MODULES[target]:
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install {pin})"
     return None
 
 

@@ -73,9 +73,12 @@ def export_all(
             t0 = time.perf_counter()
             try:
                 manifest = export_bundle(model, target, load_recipe(target, name), bundle, log=log, **options)
-            except (ParityError, ExportError, RecipeError, BundleError) as exc:
-                rows.append(_row(target, name, "failed", str(exc), seconds=time.perf_counter() - t0))
-                log(f"   FAILED: {exc}")
+            except Exception as exc:  # a failed pair never stops the others; Ctrl-C (not an Exception) does
+                known = isinstance(exc, (ParityError, ExportError, RecipeError, BundleError))
+                message = str(exc) if known else f"{type(exc).__name__}: {exc}"
+                # The table gets the first line (a traceback-sized message would swamp it); the log all of it.
+                rows.append(_row(target, name, "failed", message.partition("\n")[0], seconds=time.perf_counter() - t0))
+                log(f"   FAILED: {message}")
                 continue
             size = sum(f["bytes"] for f in manifest["files"].values())
             rows.append(_row(target, name, "ok", "", size, time.perf_counter() - t0, _weakest(bundle / "parity.json")))

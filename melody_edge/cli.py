@@ -195,6 +195,11 @@ def export_cmd(
     if not build_all and not (target and recipe_name):
         raise click.UsageError("pass --target and --recipe, or --all")
     try:
+        recipe = None
+        if not build_all:  # an unknown target or recipe is refused before the model is loaded
+            recipe = load_recipe(target, recipe_name)
+            if group_size is not None or keep_float:
+                recipe = recipe.override(group_size=group_size, keep_float=keep_float or None)
         config_name, checkpoint = resolve_source(checkpoint, config_name)
         model = load_model(config_name, checkpoint, seed=seed)
         if window_seconds is not None:
@@ -218,9 +223,6 @@ def export_cmd(
             if any(r["status"] == "failed" for r in rows):
                 sys.exit(1)
             return
-        recipe = load_recipe(target, recipe_name)
-        if group_size is not None or keep_float:
-            recipe = recipe.override(group_size=group_size, keep_float=keep_float or None)
         export_bundle(model, target, recipe, out, log=click.echo, **options)
     except KeyboardInterrupt:
         click.echo(f"interrupted: nothing was written at {out}", err=True)

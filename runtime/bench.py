@@ -35,6 +35,9 @@ def _set_threads(threads: int | None) -> None:
             pass
 
 
+SATURATION = 0.99  # |sample| above this counts as saturated
+
+
 def _run_one(
     kind: str, bundle: str, seconds: float, steps: int | None, threads: int | None, seed: int, use_sampler: bool = True
 ) -> dict:
@@ -108,6 +111,9 @@ def _run_one(
                     "audio_s": ch.audio.size / spec.sample_rate,
                     "finite": finite,
                     "peak": peak,
+                    # The VAE ends in tanh: a diverging stream saturates instead of growing (benchmarks/soak.py).
+                    "saturated": int(np.count_nonzero(np.abs(ch.audio) > SATURATION)),
+                    "samples": int(ch.audio.size),
                     "rss_mb": _current_rss_mb(),
                 }
             )

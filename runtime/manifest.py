@@ -69,6 +69,12 @@ def load_manifest(bundle: str | Path, check_files: bool = True) -> dict:
         raise BundleError(f"{path}: not valid JSON ({exc}); the bundle is corrupt, re-export it") from exc
     validate_manifest(manifest, str(path))
     if check_files:
+        for name, user in loaded_files(manifest).items():
+            if name not in manifest["files"]:
+                raise BundleError(
+                    f"{bundle / name}: loaded by {user} but not listed in the manifest's files, so its sha256 "
+                    "cannot be checked; the manifest is incomplete, re-export the bundle"
+                )
         for name, meta in manifest["files"].items():
             f = bundle / name
             if not f.exists():
@@ -80,6 +86,19 @@ def load_manifest(bundle: str | Path, check_files: bool = True) -> dict:
                     "the file is truncated or altered; copy it again or re-export the bundle"
                 )
     return manifest
+
+
+def loaded_files(manifest: dict) -> dict[str, str]:
+    """Every bundle file the runtime loads -> who loads it: each component's graph/program file(s), its
+    shared weights (ONNX external data), and the prompt RVQ directory."""
+    out: dict[str, str] = {}
+    for comp, entry in manifest["components"].items():
+        for name in [entry["file"], *entry.get("files", {}).values(), entry.get("shared_weights")]:
+            if name:
+                out.setdefault(name, f"component '{comp}'")
+    if manifest.get("conditioner"):
+        out.setdefault(manifest["conditioner"], "the prompt conditioner")
+    return out
 
 
 def sha256_tree(path: Path) -> str:

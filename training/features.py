@@ -114,3 +114,45 @@ def clip_captions(clip: Clip) -> list[str]:
 
 def embed_texts(texts: list[str], encoder: TextEncoder, batch: int = 64) -> Tensor:
     return torch.cat([encoder.embed(texts[i : i + batch]) for i in range(0, len(texts), batch)])
+
+
+@torch.no_grad()
+def fit_token_prior(
+    latents: list[Tensor], tokens: list[Tensor], vocab: int, frames_per_token: int, shrink: float = 10.0
+) -> tuple[Tensor, Tensor]:
+    """Per-token mean and variance of the clean latent (the DPD's ``token_prior``), each [vocab + 1, C].
+
+    latents: per clip [C, F_i] in the DPD's space; tokens: per clip [S_i], token s covering latent frames
+    [s * frames_per_token, (s + 1) * frames_per_token). A token seen n times is pulled toward the global
+    statistics with the weight of ``shrink`` occurrences (rare tokens get the global prior, not noise).
+    The last row (the null token) holds the global mean and variance.
+    """
+    if not latents:
+        raise ValueError("no training latents to fit the token prior on")
+    if not shrink > 0:
+        raise ValueError(f"shrink must be > 0 (unseen tokens take the global statistics), got {shrink}")
+    channels = latents[0].shape[0]
+    total = torch.zeros(vocab, channels, dtype=torch.float64)
+    square = torch.zeros(vocab, channels, dtype=torch.float64)
+    count = torch.zeros(vocab, dtype=torch.float64)
+    for z, tok in zip(latents, tokens, strict=True):
+        n = min(tok.numel(), z.shape[1] // frames_per_token)
+        frames = z[:, : n * frames_per_token].double().reshape(channels, n, frames_per_token)
+        ids = tok[:n].long()
+        total.index_add_(0, ids, frames.sum(2).T)
+        square.index_add_(0, ids, frames.pow(2).sum(2).T)
+        count.index_add_(0, ids, torch.full((n,), float(frames_per_token), dtype=torch.float64))
+    frames_all = count.sum()
+    if frames_all == 0:
+        raise ValueError("the training latents hold no whole token span: clips are shorter than one token")
+    g_mean = total.sum(0) / frames_all
+    g_var = square.sum(0) / frames_all - g_mean.pow(2)
+    prior = shrink * frames_per_token
+    mean = (total + prior * g_mean) / (count[:, None] + prior)
+    # Second moment shrunk the same way, so a rare token's variance is the global one around its own mean.
+    second = (square + prior * (g_var + g_mean.pow(2))) / (count[:, None] + prior)
+    var = (second - mean.pow(2)).clamp_min(1e-4 * float(g_var.mean()))
+    return (
+        torch.cat([mean, g_mean[None]]).float(),
+        torch.cat([var, g_var.clamp_min(1e-8)[None]]).float(),
+    )

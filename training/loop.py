@@ -250,11 +250,14 @@ def run_training(
         if rt.is_main:
             log(f"[{task.name}] resuming from {out} at step {start}")
     else:
+        missing = None
         if options.init_from is not None:
             missing = init_parameters(task.module, options.init_from)
             if rt.is_main:
                 extra = f"; new parameters kept at their initial values: {', '.join(missing)}" if missing else ""
                 log(f"[{task.name}] starting from the weights in {options.init_from}{extra}")
+        if hasattr(task, "on_new_run"):
+            task.on_new_run(missing, log if rt.is_main else lambda m: None)
         if rt.is_main and out.exists() and options.fresh:
             (out / "log.csv").unlink(missing_ok=True)
     metrics = MetricLog(out, options.tensorboard) if rt.is_main else None

@@ -178,6 +178,9 @@ def _dpd_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, r
     task = DPDTask(cfg.dpd, (z_train, tok_train), (z_val, tok_val), options, DPDTrainSettings(), rt)
     if cfg.dpd.token_feature_dim:
         task.module.set_token_features(tokenizer.centroids)
+    if cfg.dpd.token_prior:
+        c = cfg.dpd
+        task.module.set_token_prior(*features.fit_token_prior(z_train, tok_train, c.token_vocab, c.frames_per_token))
     task.validation_inputs = (
         f"vae {digest} gain {vae.config.latent_gain:g}, "
         f"tokenizer {features.weights_digest(component_dir(run, 'tokenizer'))}"

@@ -90,6 +90,19 @@ class DPDTask:
         tok = torch.stack([data[1][i][s : s + c.window_tokens] for i, s in picks])
         return z.to(self.rt.device), tok.to(self.rt.device)
 
+    def on_new_run(self, missing: list[str] | None, log) -> None:
+        """With a token prior, start as the prior's closed-form velocity: training then learns only what the
+        prior misses. Applies to a fresh network (``missing`` None) and to an ``--init-from`` source trained
+        without the prior, whose read-out predicted the whole velocity and would count the prior twice; its
+        learned blocks are kept."""
+        if not self.config.token_prior or (missing is not None and "prior_proj.weight" not in missing):
+            return
+        with torch.no_grad():
+            for layer in (self.module.out_proj, self.module.prior_proj):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        log("[dpd] output and prior projections set to zero: the network starts as the token prior's velocity")
+
     def optimizers(self, options: TrainOptions) -> dict[str, torch.optim.Optimizer]:
         return {"dpd": _adamw(self.module, options.lr)}
 

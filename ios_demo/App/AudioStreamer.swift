@@ -4,7 +4,12 @@ import AVFoundation
 /// bundle's sample rate (mono Float32). The engine's main mixer converts to the hardware rate.
 /// `schedule` is called from the generation task; the player's completion handlers run on an audio
 /// thread, hence the lock around the queue depth.
+/// At most `maxQueued` buffers wait to play: more than a 120 s run emits (48 chunks + the flush), so a
+/// fixed-length run never waits; a run "until Stop" that is faster than real time waits in `schedule`
+/// once 160 s of audio are queued, instead of piling up audio without bound.
 final class AudioStreamer {
+    /// 64 chunks of 2.5 s: 160 s of audio, about 15 MB of Float32 at 24 kHz.
+    static let maxQueued = 64
     private let engine = AVAudioEngine()
     private let player = AVAudioPlayerNode()
     private let format: AVAudioFormat
@@ -39,6 +44,14 @@ final class AudioStreamer {
               let channel = buffer.floatChannelData?[0] else { return }
         buffer.frameLength = AVAudioFrameCount(samples.count)
         samples.withUnsafeBufferPointer { channel.update(from: $0.baseAddress!, count: samples.count) }
+        // Back-pressure: while `maxQueued` buffers wait to play, poll (a chunk lasts seconds); Stop ends the wait.
+        while true {
+            lock.lock()
+            let full = queued >= AudioStreamer.maxQueued && !stopped
+            lock.unlock()
+            if !full { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
         lock.lock()
         let skip = stopped  // Stop was pressed while this chunk was being generated
         if !skip {

@@ -38,6 +38,7 @@ enum BundleLibrary {
             guard targets.contains(m.target) else {
                 return BundleEntry(url: url, title: title, summary: "\(m.target): not an iOS target; export --target coreml", usable: false)
             }
+            try m.checkFilesExist(bundleDir: url)  // listed as unusable, with the missing file named
             return BundleEntry(url: url, title: title, summary: "\(m.target) · \(m.recipe) · \(m.model)", usable: true)
         } catch {
             return BundleEntry(url: url, title: title, summary: "\(error)", usable: false)

@@ -63,6 +63,8 @@ struct ContentView: View {
                 Text(manifest.presets[model.presetIndex].prompt).font(.footnote).foregroundStyle(.secondary)
             }
             Stepper("Length \(Int(model.seconds)) s", value: $model.seconds, in: 5...120, step: 5)
+                .disabled(model.untilStop)
+            Toggle("Until Stop", isOn: $model.untilStop)
             Stepper("Seed \(model.seed)", value: $model.seed, in: 0...9999)
             if manifest.target == "coreml" {
                 Picker("Compute units", selection: $model.computeUnits) {

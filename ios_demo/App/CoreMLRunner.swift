@@ -28,7 +28,8 @@ final class CoreMLRunner: ModelRunner {
     private let maxSeqLen: Int
     private var state: MLState?
 
-    /// Compiles each .mlpackage once (cached by its sha256 under Application Support), then loads it.
+    /// Compiles each .mlpackage once (cached by its sha256 under Application Support), then loads it; a
+    /// compiled .mlmodelc in the bundle is loaded directly.
     static func load(bundle: URL, manifest: Manifest, units: MLComputeUnits,
                      progress: @escaping (String) -> Void) async throws -> CoreMLRunner {
         let lmFile = try manifest.file("lm", "prefill")
@@ -101,8 +102,15 @@ final class CoreMLRunner: ModelRunner {
 
     /// A compiled .mlmodelc for `package`: MLModel loads only compiled models, and compiling a large
     /// package takes seconds to minutes, so the result is kept (keyed by the manifest's sha256).
+    /// A bundle that ships a compiled `.mlmodelc` is loaded as it is: compiling it again would fail.
     private static func compiledModel(_ package: URL, digest: String?) async throws -> URL {
         let fm = FileManager.default
+        if package.pathExtension == "mlmodelc" {
+            guard fm.fileExists(atPath: package.path) else {
+                throw BundleException("\(package.path) is listed in the manifest but missing: copy the whole bundle directory")
+            }
+            return package
+        }
         let cache = try fm.url(for: .applicationSupportDirectory, in: .userDomainMask, appropriateFor: nil, create: true)
             .appendingPathComponent("compiled", isDirectory: true)
         try fm.createDirectory(at: cache, withIntermediateDirectories: true)

@@ -39,6 +39,11 @@ final class GeneratorModel: ObservableObject {
     @Published private(set) var manifest: Manifest?
     @Published var presetIndex = 0
     @Published var seconds = 20.0
+    /// Generate until Stop: the core slides its window forever, but its settings need a finite length,
+    /// so the run asks for `untilStopSeconds`. Memory stays bounded: a fixed window, the report's last
+    /// MAX_REPORT_CHUNKS records, and an audio queue that waits when full (AudioStreamer).
+    @Published var untilStop = false
+    static let untilStopSeconds = 24 * 60 * 60.0
     @Published var seed = 0
     @Published var computeUnits = ComputeChoice.all
     @Published private(set) var running = false
@@ -74,7 +79,9 @@ final class GeneratorModel: ObservableObject {
         guard !running, let entry = selected, entry.usable, let manifest, !manifest.presets.isEmpty else { return }
         streamer?.stop()  // the previous stream's tail may still be playing
         let preset = manifest.presets[min(presetIndex, manifest.presets.count - 1)]
-        let settings = GenerationSettings(seconds: seconds, steps: manifest.steps, guidanceScale: manifest.guidanceScale,
+        let length = untilStop ? GeneratorModel.untilStopSeconds : seconds
+        let lengthText = untilStop ? "until Stop" : "\(Int(seconds)) s"
+        let settings = GenerationSettings(seconds: length, steps: manifest.steps, guidanceScale: manifest.guidanceScale,
                                           temperature: manifest.temperature, topK: manifest.topK, seed: UInt64(seed))
         let units = computeUnits.units
         let machine = DeviceInfo.machine()
@@ -97,7 +104,7 @@ final class GeneratorModel: ObservableObject {
             let post: (String) -> Void = { text in Task { @MainActor in self?.update(id) { $0.status = text } } }
             do {
                 let (runner, backend) = try await GeneratorModel.makeRunner(entry.url, manifest, units, post)
-                post("Generating \(preset.name) (\(Int(settings.seconds)) s)…")
+                post("Generating \(preset.name) (\(lengthText))…")
                 let counting = CountingRunner(runner)
                 let core = StreamingCore(runner: counting, spec: manifest.spec)
                 let report = LatencyReport(name: "\(manifest.target)/\(manifest.recipe)", backend: backend,
@@ -157,6 +164,7 @@ final class GeneratorModel: ObservableObject {
     /// The runner for the bundle's target, and the backend name the report gives (runtime's names).
     nonisolated private static func makeRunner(_ url: URL, _ manifest: Manifest, _ units: MLComputeUnits,
                                                _ post: @escaping (String) -> Void) async throws -> (ModelRunner, String) {
+        try manifest.checkFilesExist(bundleDir: url)  // a folder copied in part: say which file, not a Core ML error
         switch manifest.target {
         case "coreml":
             post("Compiling Core ML packages (first load only) and loading…")

@@ -61,6 +61,11 @@ public struct ChunkRecord {
     public let rssMb: Double
 }
 
+/// Per-chunk records a report keeps: the most recent 240 (10 min of 2.5 s chunks), so a run "until Stop"
+/// holds bounded memory. Totals (seconds, wall, RTF, tokens/s, DPD step, NFE, finite, peak) cover the whole
+/// run; the chunk latency p50/p95 and the VAE median cover the kept records (all of them up to 10 min).
+public let MAX_REPORT_CHUNKS = 240
+
 /// Collects the report; feed it every emitted chunk. `rssMb` is the shell's memory probe.
 public final class LatencyReport {
     private let name: String, backend: String, model: String
@@ -70,14 +75,22 @@ public final class LatencyReport {
     private let clock: () -> Double
     private let start: Double
     private var last: Double
+    private let maxChunks: Int
+    /// The last `maxChunks` records.
     public private(set) var records: [ChunkRecord] = []
+    // Running totals over every full chunk (the final flush has no tokens), dropped records included.
+    private var lmTotal = 0.0
+    private var dpdTotal = 0.0
+    private var tokensTotal = 0
+    private var allFinite = true
     public private(set) var firstAudio: Double?
     public private(set) var audioSeconds = 0.0
     public private(set) var peakRss = 0.0
 
     public init(name: String, backend: String, model: String, steps: Int, spec: StreamSpec,
                 rssMb: @escaping () -> Double,
-                clock: @escaping () -> Double = { ProcessInfo.processInfo.systemUptime }) {
+                clock: @escaping () -> Double = { ProcessInfo.processInfo.systemUptime },
+                maxChunks: Int = MAX_REPORT_CHUNKS) {
         self.name = name
         self.backend = backend
         self.model = model
@@ -85,6 +98,7 @@ public final class LatencyReport {
         self.spec = spec
         self.rssMb = rssMb
         self.clock = clock
+        self.maxChunks = maxChunks
         let now = clock()
         start = now
         last = now
@@ -107,7 +121,14 @@ public final class LatencyReport {
         let record = ChunkRecord(index: chunk.index, latency: now - last, lm: chunk.lmSeconds, dpd: chunk.dpdSeconds,
                                  vae: chunk.vaeSeconds, tokens: chunk.tokens.count, audioSeconds: seconds,
                                  finite: chunk.audio.allSatisfy { $0.isFinite }, rssMb: rss)
+        allFinite = allFinite && record.finite
+        if record.tokens > 0 {
+            lmTotal += record.lm
+            dpdTotal += record.dpd
+            tokensTotal += record.tokens
+        }
         records.append(record)
+        if records.count > maxChunks { records.removeFirst(records.count - maxChunks) }
         last = now
         return record
     }
@@ -127,17 +148,14 @@ public final class LatencyReport {
 
     private func runJSON(counts: [String: Int], bundleBytes: Int?) -> JSONValue {
         let wall = clock() - start
-        let full = records.filter { $0.tokens > 0 }  // the final flush carries no tokens
+        let full = records.filter { $0.tokens > 0 }  // kept records only (the final flush carries no tokens)
         let lat = full.map(\.latency)
-        let lmTotal: Double = full.reduce(0.0) { $0 + $1.lm }
-        let tokens: Int = full.reduce(0) { $0 + $1.tokens }
-        let dpdTotal: Double = full.reduce(0.0) { $0 + $1.dpd }
         let nfe = counts.values.reduce(0, +)
         // Figures first, then one flat literal: keeps the type checker's work small.
         let rtf: Double? = audioSeconds > 0 ? wall / audioSeconds : nil
         let p50: Double? = lat.isEmpty ? nil : percentile(lat, 50)
         let p95: Double? = lat.isEmpty ? nil : percentile(lat, 95)
-        let tokensPerS: Double? = lmTotal > 0 ? Double(tokens) / lmTotal : nil
+        let tokensPerS: Double? = lmTotal > 0 ? Double(tokensTotal) / lmTotal : nil
         let dpdStep = dpdTotal / Double(max(counts["dpd"] ?? 0, 1))
         let vaeChunk: Double? = full.isEmpty ? nil : percentile(full.map(\.vae), 50)
         let nfe10 = Double(nfe) * 10.0 / max(audioSeconds, 1e-9)
@@ -152,7 +170,7 @@ public final class LatencyReport {
             ("lm_tokens_per_s", .optional(tokensPerS)), ("dpd_step_s", .double(dpdStep)),
             ("vae_chunk_s", .optional(vaeChunk)), ("peak_rss_mb", .double(peakRss)), ("bundle_bytes", bytes),
             ("nfe_per_10s", .double(nfe10)), ("musiclm_nfe_per_10s", .int(MUSICLM_NFE_PER_SECOND * 10)),
-            ("audio_finite", .bool(records.allSatisfy { $0.finite })), ("speedup_vs_eager", .null),
+            ("audio_finite", .bool(allFinite)), ("speedup_vs_eager", .null),
             ("chunks", .array(chunks)),
         ])
     }

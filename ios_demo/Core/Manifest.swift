@@ -41,6 +41,8 @@ public struct Manifest {
     public let bundleBytes: Int?
     /// File name -> sha256 (the shell keys its compiled-model cache on it).
     public let digests: [String: String]
+    /// Every file or folder the manifest's `files` lists, sorted.
+    public let files: [String]
 
     public static func load(bundleDir: URL) throws -> Manifest {
         let file = bundleDir.appendingPathComponent(BundleContract.MANIFEST_FILE)
@@ -114,7 +116,9 @@ public struct Manifest {
         }
         var bytes: Int? = nil
         var digests: [String: String] = [:]
+        var listed: [String] = []
         if let files = m["files"] as? [String: [String: Any]] {
+            listed = files.keys.sorted()
             bytes = files.values.reduce(0) { total, meta in total + ((meta["bytes"] as? NSNumber)?.intValue ?? 0) }
             digests = files.compactMapValues { $0["sha256"] as? String }
         }
@@ -125,7 +129,25 @@ public struct Manifest {
             spec: spec, prefillLen: try s("lm_prefill_len"),
             steps: try int(sampler, "sampler", "steps"), guidanceScale: try dbl(sampler, "sampler", "guidance_scale"),
             temperature: try dbl(sampler, "sampler", "temperature"), topK: try int(sampler, "sampler", "top_k"),
-            presets: presets, components: comps, bundleBytes: bytes, digests: digests)
+            presets: presets, components: comps, bundleBytes: bytes, digests: digests, files: listed)
+    }
+
+    /// Every file the manifest lists, and each component's file, must exist in `bundleDir` (as Android's
+    /// Bundles.kt checks): a bundle copied in part fails here, naming the file, not inside Core ML or ExecuTorch.
+    public func checkFilesExist(bundleDir: URL) throws {
+        let fm = FileManager.default
+        for name in files where !fm.fileExists(atPath: bundleDir.appendingPathComponent(name).path) {
+            throw BundleException("\(bundleDir.appendingPathComponent(name).path) is listed in the manifest but missing: "
+                + "copy the whole bundle directory")
+        }
+        for component in BundleContract.REQUIRED_COMPONENTS {
+            for method in ((try entry(component)["methods"] as? [String: Any]) ?? [:]).keys.sorted() {
+                let path = bundleDir.appendingPathComponent(try file(component, method)).path
+                if !fm.fileExists(atPath: path) {
+                    throw BundleException("\(path) (component '\(component)') is missing: copy the whole bundle directory")
+                }
+            }
+        }
     }
 
     /// The file that holds `method` of `component`: `files[method]` when the exporter split it, else `file`.

@@ -37,9 +37,7 @@ def test_manifest_validates_and_carries_the_contract(bundle_factory):
     assert manifest["sampler"]["guidance_scale"] == 2.5
     assert manifest["presets"][0]["tokens"] == TEST_PRESETS[0]["tokens"]
     assert manifest["tools"]["torch"].startswith("2.13")
-    assert set(manifest["files"]) == {
-        p.name for p in bundle.iterdir() if p.name not in ("manifest.json", "parity.json")
-    }
+    assert set(manifest["files"]) == {p.name for p in bundle.iterdir() if p.name != "manifest.json"}
     spec = manifest["components"]["vae_decoder"]["methods"]["forward"]
     r = manifest["stream"]["vae_context_frames"]
     assert spec["inputs"][0]["shape"] == [1, 16, manifest["stream"]["chunk_frames"] + 2 * r]

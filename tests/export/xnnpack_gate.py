@@ -27,4 +27,4 @@ def check_xnnpack_bundle(bundle: Path, recipe: str) -> None:
         assert report["components"]["lm"]["float"]["greedy_match"] == 1.0
     else:
         assert "quantized_eager" in report["components"]["lm"]
-        assert manifest["recipe"]["kept_float"] == ["lm.head", "dpd.in_proj", "dpd.out_proj"]
+        assert manifest["recipe"]["kept_float"] == ["lm.head", "dpd.in_proj", "dpd.prior_proj", "dpd.out_proj"]

@@ -9,9 +9,14 @@ from melody_edge.models.diffusion import angle_schedule, ddim_sample, uniform_an
 from melody_edge.models.dpd import DPD_PRESETS, DPDConfig, DualPathDiffusion, dpd_loss, overlap_add, segment
 
 
-def tiny_dpd() -> DualPathDiffusion:
+def tiny_dpd(**overrides) -> DualPathDiffusion:
     torch.manual_seed(0)
-    return DualPathDiffusion(DPD_PRESETS["tiny"]).eval()
+    return DualPathDiffusion(DPD_PRESETS["tiny"].replace(**overrides)).eval()
+
+
+# The DPD as the paper has it (no token extras, as in the `paper` preset) and as the trained presets have it.
+PAPER_FORM = {"frame_token_film": False, "token_feature_dim": 0, "token_prior": False}
+FORMS = pytest.mark.parametrize("form", [PAPER_FORM, {}], ids=["paper-form", "tiny-preset"])
 
 
 def test_segment_overlap_add_round_trip():
@@ -74,9 +79,10 @@ class CountingVelocity:
 
 
 @torch.no_grad()
+@FORMS
 @pytest.mark.parametrize("steps", [1, 3, 5])
-def test_sampler_calls_network_once_per_step_with_guidance_batched(steps):
-    model = tiny_dpd()
+def test_sampler_calls_network_once_per_step_with_guidance_batched(steps, form):
+    model = tiny_dpd(**form)
     c = model.config
     fn = CountingVelocity(model)
     z = torch.randn(1, 16, c.window_frames)
@@ -89,8 +95,9 @@ def test_sampler_calls_network_once_per_step_with_guidance_batched(steps):
 
 
 @torch.no_grad()
-def test_continuation_and_inpainting_leave_kept_frames_unchanged():
-    model = tiny_dpd()
+@FORMS
+def test_continuation_and_inpainting_leave_kept_frames_unchanged(form):
+    model = tiny_dpd(**form)
     c = model.config
     cf = c.chunk_frames
     z = torch.randn(1, 16, c.window_frames)
@@ -123,10 +130,11 @@ def test_sampler_is_exact_with_the_true_velocity():
     assert torch.allclose(out, z0, atol=1e-5)
 
 
-def test_velocity_loss_overfits_a_single_example():
+@FORMS
+def test_velocity_loss_overfits_a_single_example(form):
     # One example = fixed latents, tokens, per-chunk angles and noise (the generator is re-seeded).
     torch.manual_seed(0)
-    model = DualPathDiffusion(DPD_PRESETS["tiny"].replace(window_frames=400)).train()
+    model = DualPathDiffusion(DPD_PRESETS["tiny"].replace(window_frames=400, **form)).train()
     c = model.config
     z0 = (0.5 * torch.randn(1, 16, 1)).expand(1, 16, c.window_frames).contiguous()
     tokens = torch.randint(0, 1024, (1, c.window_tokens))
@@ -197,3 +205,56 @@ def test_token_features_refuse_the_wrong_tokenizer():
         model.set_token_features(torch.full((c.token_vocab, 64), float("nan")))
     with pytest.raises(ValueError, match="token ids only"):
         DualPathDiffusion(c.replace(token_feature_dim=0)).set_token_features(torch.zeros(c.token_vocab, 64))
+
+
+def _prior_dpd(**overrides) -> DualPathDiffusion:
+    torch.manual_seed(0)
+    return DualPathDiffusion(DPD_PRESETS["tiny"].replace(token_prior=True, **overrides)).eval()
+
+
+@torch.no_grad()
+def test_token_prior_velocity_is_the_gaussian_posterior_under_fitted_statistics():
+    model = _prior_dpd()
+    c = model.config
+    gen = torch.Generator().manual_seed(0)
+    b = 4
+    tokens = torch.randint(c.token_vocab, (b, c.window_tokens), generator=gen)
+    z = torch.randn(b, c.latent_channels, c.window_frames, generator=gen)
+    angles = torch.rand(b, c.window_frames, generator=gen) * (math.pi / 2)
+    # Random weights and a random prior: the network's output and the prior's velocity both count.
+    _, v_prior = model.prior(z, angles, tokens)
+    assert v_prior.abs().mean() > 0.1 and not torch.allclose(model(z, angles, tokens), v_prior)
+    # A fitted prior with the output layer at zero (how training starts): the prior's velocity alone.
+    mean = torch.randn(c.token_vocab + 1, c.latent_channels, generator=gen) * 2
+    var = torch.rand(c.token_vocab + 1, c.latent_channels, generator=gen) * 0.5 + 0.05
+    model.set_token_prior(mean, var)
+    torch.nn.init.zeros_(model.out_proj.weight)
+    torch.nn.init.zeros_(model.out_proj.bias)
+    assert torch.equal(model(z, angles, tokens), model.prior(z, angles, tokens)[1])
+    # Data drawn from that prior: the network (still only the prior) reaches the Bayes error s2 / q.
+    m = mean[tokens].repeat_interleave(c.frames_per_token, 1).transpose(1, 2)
+    s2 = var[tokens].repeat_interleave(c.frames_per_token, 1).transpose(1, 2)
+    x0 = m + s2.sqrt() * torch.randn(z.shape, generator=gen)
+    eps = torch.randn(z.shape, generator=gen)
+    cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
+    target = cos * eps - sin * x0
+    v = model(cos * x0 + sin * eps, angles, tokens)
+    bayes = float((s2 / (cos**2 * s2 + sin**2)).mean())
+    assert abs(float((v - target).pow(2).mean()) / bayes - 1) < 0.03
+    # The wrong tokens' statistics do much worse: the prior really reads each frame's token.
+    wrong = model(cos * x0 + sin * eps, angles, tokens.roll(1, 1))
+    assert float((wrong - target).pow(2).mean()) > 3 * bayes
+
+
+def test_token_prior_refuses_bad_statistics():
+    model = _prior_dpd()
+    c = model.config
+    rows = (c.token_vocab + 1, c.latent_channels)
+    with pytest.raises(ValueError, match=r"mean must be \[1025, 16\]"):
+        model.set_token_prior(torch.zeros(c.token_vocab, c.latent_channels), torch.ones(rows))
+    with pytest.raises(ValueError, match="var holds NaN"):
+        model.set_token_prior(torch.zeros(rows), torch.full(rows, float("nan")))
+    with pytest.raises(ValueError, match="variances must be > 0"):
+        model.set_token_prior(torch.zeros(rows), torch.zeros(rows))
+    with pytest.raises(ValueError, match="token_prior false"):
+        DualPathDiffusion(c.replace(token_prior=False)).set_token_prior(torch.zeros(rows), torch.ones(rows))

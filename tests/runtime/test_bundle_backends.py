@@ -13,7 +13,7 @@ import torch
 from melody_edge.runtime.bundle_generate import bundle_conditioning, generate_from_bundle
 from melody_edge.runtime.manifest import BundleError
 from melody_edge.runtime.open import BackendUnavailable, open_bundle
-from melody_edge.runtime.verify import format_verify, frechet_distance, snr_db, verify_bundle
+from melody_edge.runtime.verify import format_verify, frechet_distance, log_mel, snr_db, verify_bundle
 
 LINUX_TARGETS = ["executorch-xnnpack", "onnx"]
 
@@ -110,12 +110,89 @@ def test_frechet_distance_is_zero_for_equal_statistics_and_grows_with_shift():
     assert frechet_distance(a, a + 0.5) == pytest.approx(8 * 0.25, rel=1e-6)
 
 
-def test_quantized_bundle_reports_distribution_distance(bundle_factory):
-    report = verify_bundle(bundle_factory("onnx", "int8"), seconds=5.0, fd_seeds=2, fd_seconds=5.0)
+def test_quantized_bundle_reports_distribution_distance(bundle_factory, monkeypatch):
+    """Bundle vs reference pools N seeds; the baseline pools the reference over N other, disjoint seeds."""
+    from melody_edge.runtime import verify as verify_mod
+
+    streamed = []  # (backend name, seed, audio) of every stream verify runs
+    real = verify_mod.run_stream
+
+    def recording(backend, spec, codes, settings):
+        chunks = real(backend, spec, codes, settings)
+        streamed.append((backend.name, settings.seed, np.concatenate([c.audio for c in chunks])))
+        return chunks
+
+    monkeypatch.setattr(verify_mod, "run_stream", recording)
+    report = verify_bundle(bundle_factory("onnx", "int8"), seed=0, seconds=2.5, fd_seeds=2, fd_seconds=5.0)
     d = report["distribution"]
-    assert d["fd_bundle_vs_reference"] >= 0 and d["fd_reference_vs_reference_other_seed"] > 0
+    fd_runs = streamed[2:]  # the first two are the seed-0 parity streams
+    bundle_seeds = [s for name, s, _ in fd_runs if name == "onnx"]
+    ref_seeds = [s for name, s, _ in fd_runs if name == "eager"]
+    assert bundle_seeds == d["seeds"] == [1, 2]
+    baseline = [s for s in ref_seeds if s not in bundle_seeds]
+    assert sorted(ref_seeds) == sorted(bundle_seeds + baseline)  # the reference ran each seed once
+    assert baseline == d["baseline_other_seeds"] and len(baseline) == len(bundle_seeds)
+    assert not set(baseline) & set(bundle_seeds) and 0 not in baseline
+
+    def pooled(name, seeds):
+        return np.concatenate([log_mel(a, 24000) for n, s, a in fd_runs if n == name and s in seeds])
+
+    ref = pooled("eager", bundle_seeds)
+    assert d["fd_bundle_vs_reference"] == pytest.approx(frechet_distance(ref, pooled("onnx", bundle_seeds)))
+    assert d["fd_reference_vs_reference_other_seed"] == pytest.approx(frechet_distance(ref, pooled("eager", baseline)))
+    assert d["ratio"] == pytest.approx(d["fd_bundle_vs_reference"] / d["fd_reference_vs_reference_other_seed"])
     assert report["gate"]["passed"]
     assert "Fréchet" in format_verify(report)
+
+
+def test_distribution_baseline_refuses_shared_or_fewer_seeds():
+    from melody_edge.runtime.pipeline import GenerationSettings
+    from melody_edge.runtime.verify import distribution_check
+
+    runs = [GenerationSettings(seconds=1.0, seed=s) for s in (1, 2)]
+    for other in ([GenerationSettings(seconds=1.0, seed=s) for s in (2, 3)], runs[:1]):
+        with pytest.raises(ValueError, match="disjoint"):
+            distribution_check(None, None, [], runs, other)
+
+
+@pytest.mark.parametrize("target", LINUX_TARGETS)
+def test_continuation_past_the_window_equals_the_reference(bundle_factory, monkeypatch, target):
+    """One chunk past the 4-chunk window: the window slides and the LM is re-prefilled, in both pipelines."""
+    from melody_edge.runtime.pipeline import StreamingGenerator
+
+    bundle = bundle_factory(target, "fp32")
+    stream = json.loads((bundle / "manifest.json").read_text())["stream"]
+    n = stream["chunks"] + 1
+    prefills = []  # start positions of every LM prefill
+    real = StreamingGenerator._prefill
+
+    def recording(self, ids, start):
+        prefills.append(start)
+        return real(self, ids, start)
+
+    monkeypatch.setattr(StreamingGenerator, "_prefill", recording)
+    report = verify_bundle(bundle, seconds=n * stream["chunk_frames"] / stream["latent_rate"], fd_seeds=0)
+    assert sum(r["tokens"] > 0 for r in report["chunks"]) == n, format_verify(report)
+    assert prefills.count(0) == 2 and prefills.count(stream["prefix_levels"]) == 2  # one re-prefill each
+    for r in report["chunks"]:
+        assert r["tokens_identical"] and r["audio_snr_db"] >= 40, format_verify(report)
+    assert report["gate"]["passed"], format_verify(report)
+
+
+def test_component_file_missing_from_manifest_files_is_refused(bundle_factory, tmp_path):
+    """A file a component loads must have a sha256 in the manifest's files, or it would load unchecked."""
+    import shutil
+
+    src = bundle_factory("onnx", "fp32")
+    for name, user in [("dpd.onnx", "component 'dpd'"), ("lm.weights", "component 'lm'")]:
+        bundle = tmp_path / name
+        shutil.copytree(src, bundle)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        del manifest["files"][name]
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+        pattern = rf"{name}: loaded by {user} but not listed in the manifest's files.*re-export the bundle"
+        with pytest.raises(BundleError, match=pattern):
+            open_bundle(bundle)
 
 
 def test_unrolled_sampler_artifact_streams_like_the_stepwise_sampler(bundle_factory):

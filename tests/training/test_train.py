@@ -48,11 +48,16 @@ def test_tokenizer_and_conditioner_fit(fitted_run):
 def test_component_lowers_loss_and_resumes(toy_data, fitted_run, tmp_path, component, metric, steps):
     run = tmp_path / "run"
     shutil.copytree(fitted_run, run)
+    config = pipeline.resolve_config("tiny")
     if component == "dpd":
         pipeline.train_vae(toy_data, "tiny", run, pipeline.default_options("tiny", "vae", steps=4), log=lambda m: None)
+        # A 4-step VAE's latents are nearly constant, so the token prior's closed form already sits at the
+        # Bayes error (loss ~1e-4) and leaves nothing to lower: the loop is checked on the network alone
+        # (tests/models/test_dpd.py checks the prior).
+        config = config.replace(dpd=config.dpd.replace(token_prior=False))
     fn = {"vae": pipeline.train_vae, "dpd": pipeline.train_dpd, "lm": pipeline.train_lm}[component]
     opts = dict(steps=steps, log_every=5, warmup_steps=2, val_every=100, save_every=100)
-    first = fn(toy_data, "tiny", run, pipeline.default_options("tiny", component, **opts), log=lambda m: None)
+    first = fn(toy_data, config, run, pipeline.default_options("tiny", component, **opts), log=lambda m: None)
     assert first.finished and has_training_state(run / component)
     assert (run / component / "best" / "model.safetensors").is_file()
     losses = _train_losses(run, component, metric)
@@ -61,7 +66,7 @@ def test_component_lowers_loss_and_resumes(toy_data, fitted_run, tmp_path, compo
     logs: list[str] = []
     more = fn(
         toy_data,
-        "tiny",
+        config,
         run,
         pipeline.default_options("tiny", component, **{**opts, "steps": steps + 5}),
         log=logs.append,
@@ -254,7 +259,7 @@ def test_evaluate_writes_the_model_card_figures(toy_data, tmp_path):
 def test_init_from_fine_tunes_and_names_what_it_cannot_load(toy_data, fitted_run, tmp_path):
     from melody_edge.models.checkpoint import load_component, save_component
     from melody_edge.models.dpd import DPDConfig, DualPathDiffusion
-    from melody_edge.training.loop import init_parameters
+    from melody_edge.training.loop import init_parameters, init_runtime
     from melody_edge.training.run_dir import load_tokenizer
 
     run = tmp_path / "run"
@@ -274,6 +279,27 @@ def test_init_from_fine_tunes_and_names_what_it_cannot_load(toy_data, fitted_run
     _, trained = load_component(run / "dpd", DPDConfig, DualPathDiffusion)
     # The buffer comes from this run's tokenizer, not from the source.
     assert torch.equal(trained.token_features[: cfg.token_vocab], load_tokenizer(run, "test").centroids)
+    # The token prior is fitted on this run's latents (its null row holds their global mean), not taken
+    # from the source's buffers.
+    assert cfg.token_prior and not torch.equal(trained.token_latent_mean, old.token_latent_mean)
+    task = pipeline._dpd_task(toy_data, pipeline.resolve_config("tiny"), run, opts, init_runtime(), lambda m: None)
+    pairs = zip(task.train_latents, task.train_tokens, strict=True)
+    everything = torch.cat(
+        [z[:, : min(t.numel(), z.shape[1] // cfg.frames_per_token) * cfg.frames_per_token] for z, t in pairs], 1
+    )
+    assert torch.allclose(trained.token_latent_mean[-1], everything.mean(1), atol=1e-4)
+    # A new run starts as the prior's velocity: fresh (nothing loaded) or from a source without the prior.
+    # A source that had the prior keeps its read-out.
+    kept = task.module.out_proj.weight.clone()
+    task.on_new_run([], lambda m: None)
+    assert torch.equal(task.module.out_proj.weight, kept)
+    task.on_new_run(None, lambda m: None)
+    for layer in (task.module.out_proj, task.module.prior_proj):
+        assert not layer.weight.any() and not layer.bias.any()
+    z, tok = task.val_z[:1], task.val_tokens[:1]
+    angles = torch.full((1, cfg.window_frames), 1.0)
+    with torch.no_grad():
+        assert torch.equal(task.module(z, angles, tok), task.module.prior(z, angles, tok)[1])
     moved = (trained.in_proj.weight - old.in_proj.weight).abs().max()
     assert 0 < moved < 0.1  # one small step away from the source, not a fresh initialisation
     with pytest.raises(CheckpointError, match=r"not weights of this component.*shapes differ"):

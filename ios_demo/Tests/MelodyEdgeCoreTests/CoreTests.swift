@@ -47,4 +47,18 @@ final class CoreTests: XCTestCase {
         XCTAssertEqual(run["musiclm_nfe_per_10s"] as? Int, 6250)
         XCTAssertEqual((run["chunks"] as? [Any])?.count, 1)
     }
+
+    func testReportKeepsTheLastChunksAndTotalsAll() {
+        let spec = StreamSpec(sampleRate: 24000, hopLength: 96, latentChannels: 4, chunkFrames: 625, chunks: 4,
+                              framesPerToken: 10, prefixLevels: 12, prefixCodebookSize: 1024, vocabSize: 1024,
+                              vaeContextFrames: 8, lmMaxSeqLen: 512)
+        let report = LatencyReport(name: "n", backend: "b", model: "m", steps: 2, spec: spec, rssMb: { 1 },
+                                   clock: { 0 }, maxChunks: 3)
+        for g in 0..<5 {
+            report.onChunk(AudioChunk(index: g, audio: [Float](repeating: 0, count: 24000), startSample: 24000 * g,
+                                      tokens: [Int](repeating: 1, count: 62), lmSeconds: 0.5, dpdSeconds: 0.25, vaeSeconds: 0.1))
+        }
+        XCTAssertEqual(report.records.map(\.index), [2, 3, 4])
+        XCTAssertEqual(report.audioSeconds, 5.0)
+    }
 }

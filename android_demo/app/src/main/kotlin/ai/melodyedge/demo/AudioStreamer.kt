@@ -7,6 +7,7 @@ import java.util.concurrent.atomic.AtomicBoolean
 import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.channels.trySendBlocking
 import kotlinx.coroutines.launch
 
 /**
@@ -15,11 +16,14 @@ import kotlinx.coroutines.launch
  *
  * Writes happen on their own IO thread from a queue. A blocking write returns only once most of a
  * 2.5 s chunk has played, so writing from the inference thread would stall generation by that long.
+ * The queue holds at most [MAX_QUEUED_CHUNKS]: more than a 60 s run emits (24 chunks + the flush), so a
+ * fixed-length run never waits; a run "until Stop" that is faster than real time waits in [submit] once
+ * 80 s of audio are queued, instead of piling up audio without bound.
  */
 class AudioStreamer(sampleRate: Int, scope: CoroutineScope) {
     private val float: Boolean
     private val track: AudioTrack
-    private val queue = Channel<FloatArray>(Channel.UNLIMITED)
+    private val queue = Channel<FloatArray>(MAX_QUEUED_CHUNKS)
     private val released = AtomicBoolean(false)
 
     init {
@@ -42,8 +46,9 @@ class AudioStreamer(sampleRate: Int, scope: CoroutineScope) {
 
     val encoding: String get() = if (float) "float" else "16-bit"
 
+    /** Blocks the generating thread while the queue is full; returns at once after [release]. */
     fun submit(pcm: FloatArray) {
-        queue.trySend(pcm)
+        queue.trySendBlocking(pcm)
     }
 
     /** No more chunks: what is queued still plays. */
@@ -103,3 +108,6 @@ class AudioStreamer(sampleRate: Int, scope: CoroutineScope) {
             .build()
     }
 }
+
+/** 32 chunks of 2.5 s: 80 s of audio, about 8 MB of float PCM at 24 kHz. */
+const val MAX_QUEUED_CHUNKS = 32

@@ -27,6 +27,7 @@ class MainActivity : ComponentActivity() {
                         onSelectBundle = vm::select,
                         onSelectPreset = vm::selectPreset,
                         onSeconds = vm::setSeconds,
+                        onUntilStop = vm::setUntilStop,
                         onGenerate = vm::generate,
                         onStop = vm::stop,
                         onCopyReport = { copy(it) },

@@ -15,6 +15,7 @@ import androidx.compose.material3.MaterialTheme
 import androidx.compose.material3.OutlinedButton
 import androidx.compose.material3.RadioButton
 import androidx.compose.material3.Slider
+import androidx.compose.material3.Switch
 import androidx.compose.material3.Text
 import androidx.compose.runtime.Composable
 import androidx.compose.ui.Alignment
@@ -32,6 +33,7 @@ fun MelodyScreen(
     onSelectBundle: (String) -> Unit,
     onSelectPreset: (Int) -> Unit,
     onSeconds: (Float) -> Unit,
+    onUntilStop: (Boolean) -> Unit,
     onGenerate: () -> Unit,
     onStop: () -> Unit,
     onCopyReport: (String) -> Unit,
@@ -62,14 +64,18 @@ fun MelodyScreen(
             }
             item {
                 Column {
-                    Text("Length: ${state.seconds.toInt()} s")
+                    Text(if (state.untilStop) "Length: until Stop" else "Length: ${state.seconds.toInt()} s")
                     Slider(
                         value = state.seconds,
                         onValueChange = onSeconds,
                         valueRange = 5f..60f,
                         steps = 10, // 5 s apart
-                        enabled = !state.running,
+                        enabled = !state.running && !state.untilStop,
                     )
+                    Row(verticalAlignment = Alignment.CenterVertically) {
+                        Switch(checked = state.untilStop, onCheckedChange = onUntilStop, enabled = !state.running)
+                        Text("until Stop", modifier = Modifier.padding(start = 8.dp))
+                    }
                 }
             }
         }

@@ -29,6 +29,13 @@ import kotlinx.coroutines.sync.withLock
 /** `melody-edge bench`'s default seed, so a phone run and a host run generate the same tokens. */
 const val SEED = 0L
 
+/**
+ * "Until Stop": the core slides its window forever, but its settings need a finite length, so ask for
+ * 24 h. Memory stays bounded: the window is fixed, the report keeps the last MAX_REPORT_CHUNKS chunks and
+ * the audio queue waits when full (AudioStreamer).
+ */
+const val UNTIL_STOP_SECONDS = 24 * 60 * 60.0
+
 data class BundleEntry(val path: String, val name: String)
 
 data class UiState(
@@ -39,6 +46,7 @@ data class UiState(
     val presets: List<String> = emptyList(),
     val preset: Int = 0,
     val seconds: Float = 20f,
+    val untilStop: Boolean = false,
     val running: Boolean = false,
     val status: String = "",
     val error: String? = null,
@@ -110,6 +118,8 @@ class MelodyViewModel(app: Application) : AndroidViewModel(app) {
 
     fun setSeconds(seconds: Float) = _state.update { it.copy(seconds = seconds) }
 
+    fun setUntilStop(on: Boolean) = _state.update { it.copy(untilStop = on) }
+
     fun generate() {
         val s = _state.value
         if (s.running) return
@@ -118,7 +128,7 @@ class MelodyViewModel(app: Application) : AndroidViewModel(app) {
         job = viewModelScope.launch(Dispatchers.Default) {
             lock.withLock {
                 try {
-                    stream(s.preset, s.seconds.toDouble())
+                    stream(s.preset, if (s.untilStop) null else s.seconds.toDouble())
                 } catch (e: CancellationException) {
                     throw e
                 } catch (e: Exception) {
@@ -140,7 +150,8 @@ class MelodyViewModel(app: Application) : AndroidViewModel(app) {
         _state.update { it.copy(status = "stopping after this chunk…") }
     }
 
-    private fun stream(presetIndex: Int, seconds: Double) {
+    /** [seconds] null: until Stop. */
+    private fun stream(presetIndex: Int, seconds: Double?) {
         val b = bundle ?: throw BundleException("no usable bundle selected")
         val preset = b.manifest.presets.getOrNull(presetIndex)
             ?: throw BundleException("${b.dir}: the manifest has no presets; export with --presets FILE.json")
@@ -150,12 +161,13 @@ class MelodyViewModel(app: Application) : AndroidViewModel(app) {
             _state.update { s -> s.copy(loadSeconds = (System.nanoTime() - t0) / 1e9, bundleInfo = describe(b) + "\n" + backends(it)) }
         }
         val spec = b.manifest.spec
-        val settings = GenerationSettings(seconds, b.manifest.steps, b.manifest.guidanceScale, b.temperature, b.topK, SEED)
+        val settings = GenerationSettings(seconds ?: UNTIL_STOP_SECONDS, b.manifest.steps, b.manifest.guidanceScale, b.temperature, b.topK, SEED)
         val counting = CountingRunner(r)
         val core = StreamingCore(counting, spec)
         audio?.release()
         val player = AudioStreamer(spec.sampleRate, viewModelScope).also { audio = it }
-        _state.update { it.copy(status = "generating ${preset.name}, ${seconds.toInt()} s (${player.encoding} PCM)…") }
+        val length = if (seconds == null) "until Stop" else "${seconds.toInt()} s"
+        _state.update { it.copy(status = "generating ${preset.name}, $length (${player.encoding} PCM)…") }
         // Created last: its clock starts here, so the time to first audio excludes loading the programs.
         val report = LatencyReport(b.runName, "executorch", b.modelName, settings.steps, spec, Memory::rssMb)
         core.stream(preset.tokens, settings) { chunk ->

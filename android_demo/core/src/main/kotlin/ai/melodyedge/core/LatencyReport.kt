@@ -33,6 +33,13 @@ fun percentile(values: List<Double>, q: Double): Double {
 }
 
 /**
+ * Per-chunk entries a report keeps: the most recent 240 (10 min of 2.5 s chunks), so a run "until Stop"
+ * holds bounded memory. Totals (seconds, wall, RTF, tokens/s, DPD step, NFE, finite, peak RSS) cover the
+ * whole run; the chunk latency p50/p95 and the VAE median cover the kept entries (all of them up to 10 min).
+ */
+const val MAX_REPORT_CHUNKS = 240
+
+/**
  * Collects what `melody-edge bench --json` reports, so figures from a phone compare with host figures:
  * the same schema (runtime/bench.schema.json, checked in tests/apps). Feed it every emitted chunk.
  */
@@ -44,13 +51,20 @@ class LatencyReport(
     private val spec: StreamSpec,
     private val rssMb: () -> Double,
     private val clock: () -> Double = { System.nanoTime() / 1e9 },
+    private val maxChunks: Int = MAX_REPORT_CHUNKS,
 ) {
-    private val chunks = ArrayList<Map<String, Any?>>()
+    private val chunks = ArrayDeque<Map<String, Any?>>() // the last [maxChunks] entries
     private val start = clock()
     private var last = start
     private var firstAudio: Double? = null
     private var audioSeconds = 0.0
     private var peakRss = 0.0
+
+    // Running totals over every full chunk (the final flush has no tokens), dropped entries included.
+    private var lmTotal = 0.0
+    private var dpdTotal = 0.0
+    private var tokensTotal = 0
+    private var allFinite = true
 
     fun onChunk(chunk: AudioChunk) {
         val now = clock()
@@ -59,22 +73,28 @@ class LatencyReport(
         peakRss = maxOf(peakRss, rss)
         val seconds = chunk.audio.size.toDouble() / spec.sampleRate
         audioSeconds += seconds
-        chunks.add(
+        val finite = chunk.audio.all { it.isFinite() }
+        allFinite = allFinite && finite
+        if (chunk.tokens.isNotEmpty()) {
+            lmTotal += chunk.lmSeconds
+            dpdTotal += chunk.dpdSeconds
+            tokensTotal += chunk.tokens.size
+        }
+        chunks.addLast(
             linkedMapOf(
                 "index" to chunk.index, "latency_s" to now - last, "lm_s" to chunk.lmSeconds, "dpd_s" to chunk.dpdSeconds,
                 "vae_s" to chunk.vaeSeconds, "tokens" to chunk.tokens.size, "audio_s" to seconds,
-                "finite" to chunk.audio.all { it.isFinite() }, "rss_mb" to rss,
+                "finite" to finite, "rss_mb" to rss,
             ),
         )
+        if (chunks.size > maxChunks) chunks.removeFirst()
         last = now
     }
 
     fun toJson(counts: Map<String, Int>, machine: Map<String, Any?>, created: String, bundleBytes: Long?): String {
         val wall = clock() - start
-        val full = chunks.filter { (it["tokens"] as Int) > 0 }
+        val full = chunks.filter { (it["tokens"] as Int) > 0 } // kept entries only: the percentiles' sample
         val lat = full.map { it["latency_s"] as Double }
-        val lmTotal = full.sumOf { it["lm_s"] as Double }
-        val tokens = full.sumOf { it["tokens"] as Int }
         val nfe = counts.values.sum()
         val run = linkedMapOf(
             "name" to name, "kind" to "bundle", "backend" to backend, "model" to model, "seconds" to audioSeconds,
@@ -83,13 +103,13 @@ class LatencyReport(
             "chunk_latency_p50_s" to if (lat.isEmpty()) null else percentile(lat, 50.0),
             "chunk_latency_p95_s" to if (lat.isEmpty()) null else percentile(lat, 95.0),
             "chunk_audio_s" to spec.chunkFrames * spec.hopLength.toDouble() / spec.sampleRate,
-            "lm_tokens_per_s" to if (lmTotal > 0) tokens / lmTotal else null,
-            "dpd_step_s" to full.sumOf { it["dpd_s"] as Double } / maxOf(counts["dpd"] ?: 0, 1),
+            "lm_tokens_per_s" to if (lmTotal > 0) tokensTotal / lmTotal else null,
+            "dpd_step_s" to dpdTotal / maxOf(counts["dpd"] ?: 0, 1),
             "vae_chunk_s" to if (full.isEmpty()) null else percentile(full.map { it["vae_s"] as Double }, 50.0),
             "peak_rss_mb" to peakRss, "bundle_bytes" to bundleBytes,
             "nfe_per_10s" to nfe * 10.0 / maxOf(audioSeconds, 1e-9),
-            "musiclm_nfe_per_10s" to MUSICLM_NFE_PER_SECOND * 10, "audio_finite" to chunks.all { it["finite"] == true },
-            "speedup_vs_eager" to null, "chunks" to chunks,
+            "musiclm_nfe_per_10s" to MUSICLM_NFE_PER_SECOND * 10, "audio_finite" to allFinite,
+            "speedup_vs_eager" to null, "chunks" to chunks.toList(),
         )
         val root = linkedMapOf(
             "schema_version" to 1, "created" to created, "machine" to machine, "seconds" to audioSeconds, "runs" to listOf(run),

@@ -126,8 +126,9 @@ class StreamingCore(private val runner: ModelRunner, val spec: StreamSpec) {
             val final = lastFrames(history, 2 * r, zWin, w, (j + 1) * c, c + 2 * r)
             val audio = runner.vaeDecode(final)
             val skip = if (g == 0) r * s.hopLength else 0
-            val room = max(0L, totalSamples - emitted).toInt()
-            val out = audio.copyOfRange(skip, skip + minOf(audio.size - skip, room))
+            // In Long: an "until Stop" run asks for hours, more samples than an Int holds at 48 kHz.
+            val n = minOf((audio.size - skip).toLong(), max(0L, totalSamples - emitted)).toInt()
+            val out = audio.copyOfRange(skip, skip + n)
             val t3 = System.nanoTime()
             val chunk = AudioChunk(g, out, emitted, newTokens, (t1 - t0) / 1e9, (t2 - t1) / 1e9, (t3 - t2) / 1e9)
             emitted += out.size
@@ -139,7 +140,7 @@ class StreamingCore(private val runner: ModelRunner, val spec: StreamSpec) {
             val window = FloatArray(ch * (2 * r + c))
             for (k in 0 until ch) System.arraycopy(tail, k * 2 * r, window, k * (2 * r + c), 2 * r)
             val audio = runner.vaeDecode(window)
-            val n = minOf(r * s.hopLength, (totalSamples - emitted).toInt())
+            val n = minOf(r * s.hopLength.toLong(), totalSamples - emitted).toInt()
             emit(AudioChunk(nChunks, audio.copyOfRange(0, n), emitted, IntArray(0), 0.0, 0.0, (System.nanoTime() - t0) / 1e9))
         }
     }

@@ -65,6 +65,25 @@ fun manifestChecks(bundle: File, spec: StreamSpec) {
     }
 }
 
+/** A long run ("until Stop") keeps only the last maxChunks entries; the totals still cover every chunk. */
+@Suppress("UNCHECKED_CAST")
+fun reportCap(spec: StreamSpec) {
+    var now = 0.0
+    val report = LatencyReport("cap", "test", "m", 2, spec, { 1.0 }, { now }, maxChunks = 3)
+    for (g in 0 until 5) {
+        now += 1.0
+        val tokens = IntArray(if (g == 4) 0 else 62) // the last one is a flush
+        report.onChunk(AudioChunk(g, FloatArray(24000), 24000L * g, tokens, 0.5, 0.25, 0.125))
+    }
+    val root = parseJson(report.toJson(mapOf("dpd" to 8), mapOf("platform" to "p", "cpu_count" to 1), "c", null)) as Map<String, Any?>
+    val run = (root["runs"] as List<Map<String, Any?>>)[0]
+    val indices = (run["chunks"] as List<Map<String, Any?>>).map { (it["index"] as Number).toInt() }
+    check(indices == listOf(2, 3, 4)) { "capped report keeps chunks $indices, expected [2, 3, 4]" }
+    check((run["seconds"] as Number).toDouble() == 5.0 * 24000 / spec.sampleRate) { "capped report seconds ${run["seconds"]}" }
+    check((run["lm_tokens_per_s"] as Number).toDouble() == 4 * 62 / 2.0) { "capped report tokens/s ${run["lm_tokens_per_s"]}" }
+    check((run["dpd_step_s"] as Number).toDouble() == 1.0 / 8) { "capped report dpd_step_s ${run["dpd_step_s"]}" }
+}
+
 fun main(args: Array<String>) {
     if (args.size !in 2..3) {
         System.err.println("usage: CoreTestsKt VECTORS.json TRACE.bin [BUNDLE_DIR]")
@@ -74,6 +93,7 @@ fun main(args: Array<String>) {
     rngAndSampling(parseJson(File(args[0]).readText()) as Map<String, Any?>)
 
     val trace = Trace.read(File(args[1]))
+    reportCap(trace.spec)
     val runner = ReplayRunner(trace)
     val counting = CountingRunner(runner)
     val core = StreamingCore(counting, trace.spec)
