@@ -6,7 +6,7 @@ offset). The output head predicts semantic tokens only.
 
 The KV cache is a pair of preallocated buffers per layer, written by position with ``index_copy_``
 (no hooks, no Python dicts), so ``prefill`` and ``decode`` export as methods sharing mutable state.
-Sampling lives outside the network (``melody_edge.models.sampling``).
+Sampling lives outside the network (``melody_edge.runtime.sampling``).
 """
 
 from __future__ import annotations

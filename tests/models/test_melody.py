@@ -32,7 +32,7 @@ def test_no_pickle_anywhere(saved):
     assert suffixes == {".json", ".safetensors"}
 
 
-def test_presets_are_consistent_and_paper_sizes_match():
+def test_presets_are_named_and_unknown_ones_refused():
     for name in ("tiny", "edge", "paper"):
         assert preset(name).name == name
     with pytest.raises(ConfigError, match="unknown preset"):
