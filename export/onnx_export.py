@@ -269,6 +269,9 @@ def share_weights(paths: list[Path], data_path: Path, min_bytes: int = 1024) -> 
     import onnx
     from onnx.external_data_helper import set_external_data
 
+    # Graphs over 2 GB were saved with their own external data file (``X.onnx.data``); once their weights
+    # move into ``data_path`` those files are orphans and must not stay in the bundle (they doubled `paper`).
+    before = {loc for p in paths for loc in _external_locations(onnx.load(str(p), load_external_data=False))}
     models = [onnx.load(str(p)) for p in paths]
     seen: dict[str, list] = {}
     for model in models:
@@ -293,7 +296,21 @@ def share_weights(paths: list[Path], data_path: Path, min_bytes: int = 1024) -> 
                 t.ClearField("raw_data")
     for model, path in zip(models, paths):
         onnx.save_model(model, str(path))
+    after = {loc for p in paths for loc in _external_locations(onnx.load(str(p), load_external_data=False))}
+    for orphan in before - after - {data_path.name}:
+        (data_path.parent / orphan).unlink(missing_ok=True)
     return saved
+
+
+def _external_locations(model) -> set[str]:
+    """The external data files an ONNX model's initializers point to."""
+    from onnx.external_data_helper import uses_external_data
+
+    out = set()
+    for t in model.graph.initializer:
+        if uses_external_data(t):
+            out |= {e.value for e in t.external_data if e.key == "location"}
+    return out
 
 
 def emulate_onnx_quantization(model: MeLoDy, recipe: Recipe) -> MeLoDy | None:

@@ -205,20 +205,32 @@ def bench(
     use_sampler: bool = True,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
-    """Benchmark every bundle, plus the eager reference of the first bundle's model, in one run."""
+    """Benchmark every bundle, plus the eager reference of each distinct model among them, in one run.
+
+    Each bundle's ``speedup_vs_eager`` is against the eager run of its own model (same weights), so a
+    bench of bundles exported from different checkpoints never divides by another model's time.
+    """
     if not bundles:
         raise ValueError("give at least one bundle")
     paths = [str(Path(b)) for b in bundles]
-    for p in paths:
-        load_manifest(p)  # fail fast, with the bundle's own error, before any long run
+    # Fail fast, with the bundle's own error, before any long run.
+    model_of = {p: _model_key(load_manifest(p)) for p in paths}
     runner = run_isolated if isolate else _run_one
     runs = []
-    plan = ([("eager", paths[0])] if include_eager else []) + [("bundle", p) for p in paths]
+    eager_for = {}  # model key -> the bundle whose manifest builds that model's eager reference
+    for p in paths:
+        eager_for.setdefault(model_of[p], p)
+    plan = ([("eager", p) for p in eager_for.values()] if include_eager else []) + [("bundle", p) for p in paths]
+    eager_runs = {}
     for kind, path in plan:
         log(f"benchmarking {'eager reference of ' if kind == 'eager' else ''}{path} ({seconds:g} s of audio) ...")
-        runs.append(runner(kind, path, seconds, steps, threads, seed, use_sampler))
-    eager = next((r for r in runs if r["kind"] == "eager"), None)
+        run = runner(kind, path, seconds, steps, threads, seed, use_sampler)
+        run["model_key"] = model_of[path]
+        runs.append(run)
+        if kind == "eager":
+            eager_runs[model_of[path]] = run
     for r in runs:
+        eager = eager_runs.get(r["model_key"])
         r["speedup_vs_eager"] = (
             eager["real_time_factor"] / r["real_time_factor"] if eager and r["real_time_factor"] else None
         )
@@ -229,6 +241,12 @@ def bench(
         "seconds": seconds,
         "runs": runs,
     }
+
+
+def _model_key(manifest: dict) -> str:
+    """What identifies a bundle's model: its weights fingerprint, else its source (config name and seed)."""
+    model = manifest["model"]
+    return model.get("weights_sha256") or json.dumps(model.get("source"), sort_keys=True)
 
 
 def _cpuinfo(*keys: str) -> str | None:

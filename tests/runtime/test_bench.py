@@ -25,3 +25,41 @@ def test_isolated_run_measures_its_own_process(bundle_factory):
     (run,) = result["runs"]
     assert run["peak_rss_mb"] > 50 and run["time_to_first_audio_s"] > 0
     jsonschema.validate(result, bench_schema())
+
+
+def test_each_bundle_is_compared_with_its_own_models_eager_run(tmp_path, monkeypatch):
+    import json
+
+    from melody_edge.runtime import bench as bench_module
+
+    # Three bundles of two models (only their manifests matter here): one eager run per model, and each
+    # bundle's speed-up divides by its own model's eager time.
+    weights = {"a1": "w-a", "a2": "w-a", "b": "w-b"}
+    for name, sha in weights.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"model": {"weights_sha256": sha}}))
+    monkeypatch.setattr(
+        bench_module, "load_manifest", lambda p: json.loads((tmp_path / p / "manifest.json").read_text())
+    )
+    rtf = {
+        ("eager", "a1"): 2.0,
+        ("eager", "b"): 8.0,
+        ("bundle", "a1"): 1.0,
+        ("bundle", "a2"): 0.5,
+        ("bundle", "b"): 4.0,
+    }
+
+    def fake_run(kind, path, *args):
+        return {"kind": kind, "bundle": path, "real_time_factor": rtf[(kind, path)]}
+
+    monkeypatch.setattr(bench_module, "_run_one", fake_run)
+    monkeypatch.chdir(tmp_path)
+    runs = bench(["a1", "a2", "b"], isolate=False)["runs"]
+    assert [(r["kind"], r["bundle"]) for r in runs] == [
+        ("eager", "a1"),
+        ("eager", "b"),
+        ("bundle", "a1"),
+        ("bundle", "a2"),
+        ("bundle", "b"),
+    ]
+    assert [r["speedup_vs_eager"] for r in runs] == [1.0, 1.0, 2.0, 4.0, 2.0]
