@@ -1,6 +1,6 @@
 """Where does the VAE keep the key? Decode altered real latents and DPD samples, and read their key.
 
-    python benchmarks/latent_key_probe.py --data out/data/demo --run out/runs/demo5 \
+    python benchmarks/latent_key_probe.py --data out/data/demo --cache out/runs/demo5/cache \
         --dpd out/runs/demo5/dpd/best --json out/latent_key_probe.json
 
 On the held-out clips of the model card (distinct works, the first ``--clips``), each real clip is encoded
@@ -14,29 +14,31 @@ reads the key of the result:
   training set (``fit_token_prior``), or a Gaussian draw around it;
 * ``real_plus_half_prior_noise``: the real latent plus Gaussian noise of half the prior's deviation.
 
-It also reports the share of latent energy in fast frame-to-frame structure (what the 5-frame moving
-average removes) for the real latents and for latents the DPD samples from the real tokens (T and
-guidance of the checkpoint), for the shipped DPD and for ``--dpd`` directories.
+For the checkpoint's DPD, the token prior alone (its closed-form velocity, no network) and each ``--dpd``
+directory it also renders every clip from its real semantic
+tokens (``training.evaluate.sample_from_tokens``: the checkpoint's T and guidance, seed 0, as ``train evaluate``
+does) and reads the key, and it reports the share of latent energy in fast frame-to-frame structure (what
+the 5-frame moving average removes) of the real latents and of those samples (first ``--fast-clips``).
+The training set's tokens and latents come from the trainer's feature cache (``--cache``), keyed by the
+checkpoint's tokenizer and VAE weights, and are computed there when absent.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from melody_edge.models.checkpoint import load_component
-from melody_edge.models.diffusion import ddim_sample
 from melody_edge.models.dpd import DPDConfig, DualPathDiffusion
 from melody_edge.models.melody import MeLoDy
-from melody_edge.training.data import VALIDATION, AudioSet, read_index, split_clips
-from melody_edge.training.evaluate import _distinct_works, _key_ok
-from melody_edge.training.features import fit_token_prior
-from melody_edge.training.metrics import estimate_key
+from melody_edge.training import features
+from melody_edge.training.data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
+from melody_edge.training.evaluate import _distinct_works, _key_ok, sample_from_tokens
+from melody_edge.training.metrics import dpd_loss_by_angle, dpd_token_use, estimate_key
+from melody_edge.training.train_seq import window_starts
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "melody_edge" / "checkpoints" / "demo"
 
@@ -55,37 +57,53 @@ def fast_share(z: torch.Tensor, width: int = 5) -> float:
     return float(fast.pow(2).sum() / centred.pow(2).sum())
 
 
-def training_prior(run: Path, gain: float, vocab: int, frames_per_token: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The token prior of the run's cached training latents and tokens (``melody-edge train dpd`` builds them)."""
-    cache = run / "cache"
-    lat = sorted(cache.glob("latents-train-*.safetensors"))
-    tok = sorted(cache.glob("tokens-train-*.safetensors"))
-    if not lat or not tok:
-        raise SystemExit(f"{cache}: no cached training latents/tokens; run `melody-edge train dpd --out {run}` first")
-    z, t = load_file(str(lat[0])), load_file(str(tok[0]))
-    keys = sorted(z)
-    return fit_token_prior([z[k] * gain for k in keys], [t[k] for k in keys], vocab, frames_per_token)
+def training_prior(model: MeLoDy, checkpoint: Path, clips: list, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token prior of the training split, from the trainer's cached tokens and latents of these weights."""
+    d, sr = model.config.dpd, model.config.sample_rate
+    train = AudioSet(split_clips(clips, TRAIN), sr)
+    tokens = features.semantic_tokens(
+        cache, TRAIN, train, model.tokenizer, features.weights_digest(checkpoint / "tokenizer"), print
+    )
+    latents = features.vae_latents(cache, TRAIN, train, model.vae, features.weights_digest(checkpoint / "vae"), print)
+    return features.fit_token_prior(latents, tokens, d.token_vocab, d.frames_per_token)
 
 
 @torch.no_grad()
-def probe(checkpoint: Path, data: Path, run: Path, dpd_dirs: list[Path], clips: int, fast_clips: int) -> dict:
+def probe(checkpoint: Path, data: Path, cache: Path, dpd_dirs: list[Path], clips: int, fast_clips: int) -> dict:
     model = MeLoDy.load(checkpoint)
     d, sr = model.config.dpd, model.config.sample_rate
-    val = AudioSet(split_clips(read_index(data), VALIDATION), sr)
+    index = read_index(data)
+    val = AudioSet(split_clips(index, VALIDATION), sr)
     chosen = _distinct_works(val.clips, clips)
-    mean, var = training_prior(run, model.vae.config.latent_gain, d.token_vocab, d.frames_per_token)
+    mean, var = training_prior(model, checkpoint, index, cache)
     gen = torch.Generator().manual_seed(0)
     hits: dict[str, list[bool]] = {}
-    dpds = {"shipped": model.dpd}
+    # The token prior with no network (its closed-form velocity alone): what a per-token table can render.
+    prior_only = DualPathDiffusion(d.replace(token_prior=True)).eval()
+    prior_only.set_token_prior(mean, var)
+    for layer in (prior_only.out_proj, prior_only.prior_proj):
+        layer.weight.zero_()
+        layer.bias.zero_()
+    dpds = {"shipped": model.dpd, "token prior alone": prior_only}
     for path in dpd_dirs:
         dpds[str(path)] = load_component(path, DPDConfig, DualPathDiffusion)[1].eval()
     fast: dict[str, list[float]] = {"real": [], **{name: [] for name in dpds}}
+    rendered: dict[str, list[bool]] = {name: [] for name in dpds}
     for j, i in enumerate(chosen):
+        facts = val.clips[i].facts
+        clip_tokens = model.tokenizer.tokenize(val.audio[i][None])[0]  # the whole clip's, as train evaluate
+        for name, dpd in dpds.items():
+            sample = sample_from_tokens(model, dpd, clip_tokens)
+            rendered[name].append(_key_ok(estimate_key(model.vae.decode(sample)[0], sr), facts)[0])
+            if j < fast_clips:
+                fast[name].append(fast_share(sample))
         audio = val.audio[i][None, : d.window_frames * model.vae.hop_length]
         z = model.vae.latent(audio)
         tokens = model.tokenizer.tokenize(audio)[0]
         n = min(tokens.numel(), z.shape[-1] // d.frames_per_token)
         tokens, z = tokens[:n], z[..., : n * d.frames_per_token]
+        if j < fast_clips:
+            fast["real"].append(fast_share(z))
         grouped = z.view(1, d.latent_channels, n, d.frames_per_token)
 
         def per_token(t: torch.Tensor) -> torch.Tensor:  # [n, C] -> [1, C, n * frames_per_token]
@@ -102,25 +120,28 @@ def probe(checkpoint: Path, data: Path, run: Path, dpd_dirs: list[Path], clips: 
         }
         for name, latent in variants.items():
             decoded = model.vae.decode(latent)[0]
-            hits.setdefault(name, []).append(_key_ok(estimate_key(decoded, sr), val.clips[i].facts)[0])
-        if j < fast_clips and n >= d.window_tokens:
-            fast["real"].append(fast_share(z[..., : d.window_frames]))
-            noise = torch.randn(1, d.latent_channels, d.window_frames, generator=torch.Generator().manual_seed(0))
-            for name, dpd in dpds.items():
-                sample = ddim_sample(
-                    dpd,
-                    noise,
-                    torch.full((1, d.window_frames), math.pi / 2),
-                    torch.ones(1, d.window_frames, dtype=torch.bool),
-                    tokens[None, : d.window_tokens],
-                    model.config.steps,
-                    model.config.guidance_scale,
-                    d.null_token,
-                )
-                fast[name].append(fast_share(sample))
+            hits.setdefault(name, []).append(_key_ok(estimate_key(decoded, sr), facts)[0])
+    # The card's DPD figures (train evaluate's 16 validation windows) for every DPD compared here.
+    val_tokens = features.semantic_tokens(
+        cache, VALIDATION, val, model.tokenizer, features.weights_digest(checkpoint / "tokenizer"), print
+    )
+    val_latents = features.vae_latents(
+        cache, VALIDATION, val, model.vae, features.weights_digest(checkpoint / "vae"), print
+    )
+    picks = window_starts([t.numel() for t in val_tokens], d.window_tokens)[:16]
+    f = d.frames_per_token
+    z0 = torch.stack([val_latents[i][:, s * f : s * f + d.window_frames] for i, s in picks])
+    windows = torch.stack([val_tokens[i][s : s + d.window_tokens] for i, s in picks])
+    card = {
+        name: {"mse_by_angle": dpd_loss_by_angle(dpd, z0, windows), "token_use": dpd_token_use(dpd, z0, windows)}
+        for name, dpd in dpds.items()
+    }
     return {
+        "dpd_card_windows": len(picks),
+        "dpd": card,
         "clips": len(chosen),
         "key_exact": {name: sum(h) for name, h in hits.items()},
+        "key_exact_rendered_from_real_tokens": {name: sum(h) for name, h in rendered.items()},
         "fast_structure_share": {name: sum(v) / len(v) for name, v in fast.items() if v},
         "fast_structure_clips": len(fast["real"]),
     }
@@ -130,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--run", type=Path, required=True, help="training run whose cache holds the training latents")
+    ap.add_argument("--cache", type=Path, required=True, help="feature cache (a training run's RUN/cache)")
     ap.add_argument("--dpd", type=Path, action="append", default=[], help="another DPD component directory")
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--fast-clips", type=int, default=8)
@@ -138,10 +159,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    report = probe(args.checkpoint, args.data, args.run, args.dpd, args.clips, args.fast_clips)
+    report = probe(args.checkpoint, args.data, args.cache, args.dpd, args.clips, args.fast_clips)
     print(f"key exact of {report['clips']} held-out clips, decoded from altered latents:")
     for name, k in report["key_exact"].items():
         print(f"  {name:28s} {k:3d} / {report['clips']}")
+    print("key exact of the same clips rendered from their real semantic tokens (DPD + VAE):")
+    for name, k in report["key_exact_rendered_from_real_tokens"].items():
+        print(f"  {name:28s} {k:3d} / {report['clips']}")
+    print(f"DPD on the card's {report['dpd_card_windows']} validation windows (velocity MSE; relative MSE near noise):")
+    for name, r in report["dpd"].items():
+        u = r["token_use"]
+        print(
+            f"  {name:28s} mean {r['mse_by_angle']['mean']:.3f}; real / null / other tokens "
+            f"{u['real_tokens_relative_mse']:.3f} / {u['null_tokens_relative_mse']:.3f} / "
+            f"{u['other_windows_tokens_relative_mse']:.3f}"
+        )
     print(f"share of latent energy in fast (< 5-frame) structure, {report['fast_structure_clips']} windows:")
     for name, v in report["fast_structure_share"].items():
         print(f"  {name:28s} {v:.3f}")

@@ -296,8 +296,8 @@ def share_weights(paths: list[Path], data_path: Path, min_bytes: int = 1024) -> 
                 t.ClearField("raw_data")
     for model, path in zip(models, paths):
         onnx.save_model(model, str(path))
-    after = {loc for p in paths for loc in _external_locations(onnx.load(str(p), load_external_data=False))}
-    for orphan in before - after - {data_path.name}:
+    # Every tensor left outside ``data_path`` was re-saved inside its graph, so the old files are unused.
+    for orphan in before - {data_path.name}:
         (data_path.parent / orphan).unlink(missing_ok=True)
     return saved
 

@@ -198,12 +198,18 @@ def evaluate_checkpoint(
 
 def render_tokens(model: MeLoDy, tokens: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """One window of semantic tokens [S >= window] -> audio [window seconds] through the DPD sampler and the VAE."""
+    return model.vae.decode(sample_from_tokens(model, model.dpd, tokens, seed))[0]
+
+
+def sample_from_tokens(model: MeLoDy, dpd, tokens: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """One window of semantic tokens [S >= window] -> the latent window [1, C, L] that ``dpd`` samples from noise
+    (seeded), with the checkpoint's steps and guidance."""
     d = model.config.dpd
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(1, d.latent_channels, d.window_frames, generator=gen)
     angles = torch.full((1, d.window_frames), math.pi / 2)
-    latent = ddim_sample(
-        model.dpd,
+    return ddim_sample(
+        dpd,
         z,
         angles,
         torch.ones(1, d.window_frames, dtype=torch.bool),
@@ -212,7 +218,6 @@ def render_tokens(model: MeLoDy, tokens: torch.Tensor, seed: int = 0) -> torch.T
         model.config.guidance_scale,
         d.null_token,
     )
-    return model.vae.decode(latent)[0]
 
 
 def _rate(hits: list[tuple[bool, bool]], k: int) -> float:
