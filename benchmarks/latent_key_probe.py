@@ -34,6 +34,7 @@ import torch
 from melody_edge.models.checkpoint import load_component
 from melody_edge.models.dpd import DPDConfig, DualPathDiffusion
 from melody_edge.models.melody import MeLoDy
+from melody_edge.models.vae_losses import latent_fast_share
 from melody_edge.training import features
 from melody_edge.training.data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
 from melody_edge.training.evaluate import _distinct_works, _key_ok, sample_from_tokens
@@ -47,14 +48,6 @@ def moving_average(z: torch.Tensor, width: int = 5) -> torch.Tensor:
     """[B, C, L] -> the same, averaged over ``width`` frames along time (zero-padded ends)."""
     k = torch.ones(1, 1, width) / width
     return torch.nn.functional.conv1d(z.reshape(-1, 1, z.shape[-1]), k, padding=width // 2).reshape(z.shape)
-
-
-def fast_share(z: torch.Tensor, width: int = 5) -> float:
-    """Share of the (mean-removed) latent energy that a ``width``-frame moving average removes."""
-    edge = width - 1
-    fast = (z - moving_average(z, width))[..., edge:-edge]
-    centred = (z - z.mean(-1, keepdim=True))[..., edge:-edge]
-    return float(fast.pow(2).sum() / centred.pow(2).sum())
 
 
 def training_prior(model: MeLoDy, checkpoint: Path, clips: list, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,14 +89,14 @@ def probe(checkpoint: Path, data: Path, cache: Path, dpd_dirs: list[Path], clips
             sample = sample_from_tokens(model, dpd, clip_tokens)
             rendered[name].append(_key_ok(estimate_key(model.vae.decode(sample)[0], sr), facts)[0])
             if j < fast_clips:
-                fast[name].append(fast_share(sample))
+                fast[name].append(float(latent_fast_share(sample)))
         audio = val.audio[i][None, : d.window_frames * model.vae.hop_length]
         z = model.vae.latent(audio)
         tokens = model.tokenizer.tokenize(audio)[0]
         n = min(tokens.numel(), z.shape[-1] // d.frames_per_token)
         tokens, z = tokens[:n], z[..., : n * d.frames_per_token]
         if j < fast_clips:
-            fast["real"].append(fast_share(z))
+            fast["real"].append(float(latent_fast_share(z)))
         grouped = z.view(1, d.latent_channels, n, d.frames_per_token)
 
         def per_token(t: torch.Tensor) -> torch.Tensor:  # [n, C] -> [1, C, n * frames_per_token]

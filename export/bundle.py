@@ -171,6 +171,16 @@ def export_bundle(
                 )
         else:
             log("parity not verified (--no-verify): the bundle carries no parity.json")
+        if verify and report.get("sampler_timing"):
+            # Which sampler form ran faster here; the runtime follows it (docs/export.md).
+            t = report["sampler_timing"]
+            manifest["sampler"]["preferred"] = t["preferred"]
+            manifest["sampler"]["preferred_measured"] = {k: t[k] for k in ("stepwise_ms", "unrolled_ms", "threads")}
+            validate_manifest(manifest)
+            log(
+                f"sampler: unrolled {t['unrolled_ms']:.1f} ms vs {t['steps']} network calls {t['stepwise_ms']:.1f} ms "
+                f"per window here -> the runtime uses the {t['preferred']} form"
+            )
         if (tmp / PARITY).is_file():
             # parity.json is written after the manifest (the gate opens the bundle through it), so its
             # checksum is added now, before the rename; the runtime verifies every listed file.

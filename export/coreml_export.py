@@ -483,7 +483,9 @@ def export_coreml_components(
         )
         for name, entry in components.items():
             methods = plan[name][2]
-            validation["components"][name] = validate_pte(tmp / entry["file"], {m: s for m, (_, s) in methods.items()})
+            validation["components"][name] = validate_pte(
+                tmp / entry["file"], {m: s for m, (_, s) in methods.items()}, recipe, quantized.get(name, [])
+            )
     if platform.system() == "Darwin" and target == "coreml":
         from .coreml_validate import smoke_run
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import platform
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..models.lm import LMConfig
@@ -144,6 +145,19 @@ def _expected_states(cfg: LMConfig) -> list[dict]:
     ]
 
 
+def _storage_failures(recipe: Recipe, const_dtypes: dict[str, int], compressed: dict[str, dict]) -> list[str]:
+    """What the recipe says about how weights are stored, checked against a program's constants."""
+    failures = []
+    if recipe.weights == "fp32" and (const_dtypes.get("FLOAT16") or compressed):
+        failures.append("fp32 recipe, but some weights are stored below 32 bits")
+    if recipe.weights != "fp32" and const_dtypes.get("FLOAT32"):
+        failures.append(f"{const_dtypes['FLOAT32']} bytes of float32 constants in a float16-compute recipe")
+    wrong = {c["dtype"] for c in compressed.values()} - COMPRESSED_DTYPES.get(recipe.weights, set())
+    if wrong:
+        failures.append(f"compressed weights stored as {sorted(wrong)}, not as the {recipe.weights} recipe says")
+    return failures
+
+
 def validate_mlpackage(
     bundle: Path,
     entry: dict,
@@ -198,13 +212,7 @@ def validate_mlpackage(
             f"weight file holds {weight} bytes; the program declares {declared} "
             f"(+ up to {BLOB_OVERHEAD * blobs + 64} of headers)"
         )
-    if recipe.weights == "fp32" and (const_dtypes.get("FLOAT16") or compressed):
-        failures.append("fp32 recipe, but some weights are stored below 32 bits")
-    if recipe.weights != "fp32" and const_dtypes.get("FLOAT32"):
-        failures.append(f"{const_dtypes['FLOAT32']} bytes of float32 constants in a float16-compute recipe")
-    wrong = {c["dtype"] for c in compressed.values()} - COMPRESSED_DTYPES.get(recipe.weights, set())
-    if wrong:
-        failures.append(f"compressed weights stored as {sorted(wrong)}, not as the {recipe.weights} recipe says")
+    failures += _storage_failures(recipe, const_dtypes, compressed)
     fp32 = total["fp32_weight_bytes"]
     # What the weights would take ideally: float consts at their width, compressed ones at the recipe's bits.
     bits = COMPRESSED_BITS.get(recipe.weights, 32.0)
@@ -239,8 +247,16 @@ def _pte_structure(path: Path) -> tuple[dict, list[bytes]]:
     return methods, payloads
 
 
-def validate_pte(path: Path, methods: dict[str, MethodSpec]) -> dict:
-    """Load the ``.pte`` as a Program, check method metadata and delegates, size the Core ML models inside."""
+def validate_pte(
+    path: Path, methods: dict[str, MethodSpec], recipe: Recipe | None = None, requested: Sequence[str] = ()
+) -> dict:
+    """Load the ``.pte`` as a Program, check method metadata and delegates, size the Core ML models inside.
+
+    With a ``recipe``, the Core ML programs inside must store their weights as it says (as
+    :func:`validate_mlpackage` checks a package): fp32 keeps every constant at 32 bits, fp16 none, and a
+    compressing recipe that names layers (``requested``) must have compressed at least that many
+    weights, in its data type. A quantized recipe whose delegate still holds float weights fails here.
+    """
     from executorch.runtime import Runtime
 
     failures: list[str] = []
@@ -282,6 +298,8 @@ def validate_pte(path: Path, methods: dict[str, MethodSpec]) -> dict:
         if "CoreMLBackend" not in ids:
             failures.append(f"{m}: no Core ML delegate (everything would run on portable CPU kernels)")
     weight = fp32 = 0
+    const_dtypes: dict[str, int] = {}
+    compressed: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="melody-pte-") as scratch:
         from executorch.backends.apple.coreml import executorchcoreml
 
@@ -294,10 +312,23 @@ def validate_pte(path: Path, methods: dict[str, MethodSpec]) -> dict:
                 summary = mlpackage_summary(package)
                 weight += summary["weight_bytes"]
                 fp32 += summary["fp32_weight_bytes"]
+                for dtype, size in summary["const_dtypes"].items():
+                    const_dtypes[dtype] = const_dtypes.get(dtype, 0) + size
+                # Each delegate (one per method) holds its own copy: key by payload as well as name.
+                compressed.update({f"{i}/{n}": c for n, c in summary["compressed"].items()})
+    if recipe is not None:
+        failures += _storage_failures(recipe, const_dtypes, compressed)
+        if recipe.quantized and len(compressed) < len(requested):
+            failures.append(
+                f"the {recipe.weights} recipe compresses {len(requested)} layer(s), but the Core ML programs "
+                f"inside hold {len(compressed)} compressed weight(s): the rest are stored as float"
+            )
     result.update(
         weight_bytes=weight,
         fp32_weight_bytes=fp32 or None,
         ratio=weight / fp32 if fp32 else None,
+        const_dtypes=const_dtypes,
+        compressed_weights=len(compressed),
         failures=failures,
     )
     return result

@@ -187,9 +187,48 @@ def run_parity(
                     ref.dpd, z, angles, target.bool(), tokens, sampler["steps"], guidance, spec.null_token
                 )
             report["components"].setdefault("dpd_sampler", {})[ref_name] = compare(want, out)
+        log(f"  parity: timing the unrolled sampler against T network calls ({_since(t0)})")
+        report["sampler_timing"] = time_sampler_forms(bundle, inputs.first_window, sampler, spec.null_token)
     report["gate"] = gate(report, recipe)
     log(f"  parity: done ({_since(t0)})")
     return report
+
+
+def time_sampler_forms(bundle: Backend, window: tuple, sampler: dict, null_token: int, reps: int = 3) -> dict:
+    """Median wall time of one window through the unrolled sampler artifact and through T ``dpd`` calls.
+
+    The issue asks which form is faster per backend: it depends on the backend, the threads and the
+    model, so it is measured here, on the exporting host, after both have run once (warm), and the
+    bundle records the faster one as ``sampler.preferred`` for the runtime to follow.
+    """
+    from ..models.diffusion import ddim_sample
+
+    z, angles, target, tokens = window
+    steps, scale = sampler["steps"], float(sampler["guidance_scale"])
+    guidance = torch.tensor([scale])
+
+    def unrolled() -> None:
+        bundle.dpd_sampler(z, angles, target, tokens, guidance)
+
+    def stepwise() -> None:
+        ddim_sample(bundle.dpd, z, angles, target.bool(), tokens, steps, scale, null_token)
+
+    timing = {}
+    for name, fn in (("stepwise", stepwise), ("unrolled", unrolled)):
+        fn()  # warm: the first call of a session pays for allocation and kernel selection
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        timing[f"{name}_ms"] = 1000 * sorted(times)[len(times) // 2]
+    timing.update(
+        preferred="unrolled" if timing["unrolled_ms"] < timing["stepwise_ms"] else "stepwise",
+        reps=reps,
+        threads=torch.get_num_threads(),
+        steps=steps,
+    )
+    return timing
 
 
 def _since(t0: float) -> str:

@@ -47,6 +47,10 @@ class VAEConfig(ConfigBase):
     dec_res_kernels: tuple[int, ...] = (3, 7)
     dec_res_dilations: tuple[int, ...] = (1, 3)
     lrelu_slope: float = 0.1
+    # Width in frames of a fixed Hann low-pass on the posterior mean (0: none). With it the latent
+    # carries its content in slowly varying values that a per-token signal can predict; without it a
+    # VAE keeps pitch in fast frame-to-frame structure (docs/model_card.md, 2026-12-03).
+    latent_smoothing: int = 0
 
     def validate(self) -> None:
         for name in ("sample_rate", "latent_channels"):
@@ -62,6 +66,12 @@ class VAEConfig(ConfigBase):
             "must be a positive number (latent = latent_gain * clip(z / latent_scale, -1, 1))",
         )
         require(0 <= self.lrelu_slope < 1, "lrelu_slope", "must be in [0, 1)")
+        require(
+            isinstance(self.latent_smoothing, int)
+            and (self.latent_smoothing == 0 or (self.latent_smoothing >= 3 and self.latent_smoothing % 2 == 1)),
+            "latent_smoothing",
+            f"{self.latent_smoothing!r} must be 0 (off) or an odd number of frames >= 3",
+        )
         for side in ("enc", "dec"):
             channels, rates, kernels = (getattr(self, f"{side}_{f}") for f in ("channels", "rates", "kernels"))
             for name, values in ((f"{side}_channels", channels), (f"{side}_rates", rates)):
@@ -349,6 +359,13 @@ class VAE(nn.Module):
         self.encoder = VAEEncoder(config)
         self.decoder = VAEDecoder(config)
         self._context = self.decoder.context_frames()
+        w = config.latent_smoothing
+        if w:
+            # Hann taps (ends excluded), unit sum: sidelobes far below a box filter's, so no fast
+            # structure leaks through. Not persistent: a function of the config, not a weight.
+            taps = torch.hann_window(w + 2, periodic=False, dtype=torch.float32)[1:-1]
+            kernel = (taps / taps.sum()).expand(config.latent_channels, 1, w).contiguous()
+            self.register_buffer("smoothing_kernel", kernel, persistent=False)
 
     @property
     def hop_length(self) -> int:
@@ -372,7 +389,16 @@ class VAE(nn.Module):
             )
         stats = self.encoder(audio.unsqueeze(1))
         mean, logvar = stats.chunk(2, dim=1)
+        if self.config.latent_smoothing:
+            mean = self.smooth(mean)
         return mean, logvar.clamp(*LOGVAR_RANGE)
+
+    def smooth(self, z: Tensor) -> Tensor:
+        """[B, latent_channels, F] -> the same, low-passed along time by the config's Hann window (edges
+        replicated, so a clip's first and last frames are not pulled towards 0)."""
+        half = self.config.latent_smoothing // 2
+        padded = F.pad(z, (half, half), mode="replicate")
+        return F.conv1d(padded, self.smoothing_kernel.to(z.dtype), groups=z.shape[1])
 
     def normalize(self, z: Tensor) -> Tensor:
         """Raw latent -> latent_gain * clip(z / latent_scale, -1, 1), the space DPD works in."""

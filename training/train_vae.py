@@ -15,7 +15,7 @@ from torch import nn
 
 from melody_edge.models.discriminators import DiscriminatorConfig, VAEGANDiscriminator
 from melody_edge.models.vae import VAE, VAEConfig
-from melody_edge.models.vae_losses import discriminator_loss, generator_loss, reconstruction_loss
+from melody_edge.models.vae_losses import discriminator_loss, generator_loss, latent_fast_share, reconstruction_loss
 
 from .data import AudioSet
 from .loop import Runtime, TrainOptions, clip_and_step
@@ -110,6 +110,8 @@ class VAETask:
             "kl": float(parts["kl"]),
             "log_mel_l1": multires_log_mel_distance(audio, fake, sr),
             "mel_snr_db": mel_snr_db(audio, fake, sr),
+            # Energy share of structure faster than 5 frames: what a per-token signal cannot carry.
+            "fast_share": float(latent_fast_share(mean)),
         }
         self.module.train()
         return out

@@ -157,3 +157,36 @@ def test_the_core_ml_backend_refuses_to_run_off_apple_platforms(fp32):
 
     with pytest.raises(BackendUnavailable, match="macOS"):
         CoreMLBackend(fp32[0], {})
+
+
+def test_executorch_coreml_int8_lm_delegates_with_compressed_weights_and_the_check_can_fail(
+    tiny, specs, tmp_path_factory
+):
+    from melody_edge.export.coreml_validate import validate_pte
+
+    recipe = load_recipe("executorch-coreml", "int8")
+    out, _, quantized, validation, _ = export(tiny, specs, tmp_path_factory, "executorch-coreml", recipe, ["lm"])
+    v = validation["components"]["lm"]
+    assert v["loads"] and v["inputs_ok"] and v["outputs_ok"] and not v["failures"], v
+    assert set(v["delegates"]) == {"prefill", "decode"}
+    assert all(d["coreml"] >= 1 for d in v["delegates"].values()), v["delegates"]
+    assert len(quantized["lm"]) > 5 and v["compressed_weights"] >= len(quantized["lm"]), (quantized, v)
+    assert v["ratio"] < 0.5, v["ratio"]
+    methods = specs["lm"]
+    # The same program checked against recipes it does not follow: each mismatch is named.
+    fp32_claim = validate_pte(out / "lm.pte", methods, load_recipe("executorch-coreml", "fp32"))
+    assert any("fp32 recipe, but some weights are stored below 32 bits" in f for f in fp32_claim["failures"])
+    int4_claim = validate_pte(out / "lm.pte", methods, load_recipe("executorch-coreml", "int4"), quantized["lm"])
+    assert any("not as the int4 recipe says" in f for f in int4_claim["failures"]), int4_claim["failures"]
+
+
+def test_executorch_coreml_check_fails_a_quantized_recipe_on_float_weights(tiny, specs, tmp_path_factory):
+    from melody_edge.export.coreml_validate import validate_pte
+
+    recipe = load_recipe("executorch-coreml", "fp32")
+    out, _, _, _, _ = export(tiny, specs, tmp_path_factory, "executorch-coreml", recipe, ["vae_decoder"])
+    claimed = validate_pte(
+        out / "vae_decoder.pte", specs["vae_decoder"], load_recipe("executorch-coreml", "int8"), ["a", "b"]
+    )
+    assert any("hold 0 compressed weight(s): the rest are stored as float" in f for f in claimed["failures"])
+    assert any("float32 constants in a float16-compute recipe" in f for f in claimed["failures"])

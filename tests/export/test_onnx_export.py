@@ -73,3 +73,10 @@ def test_onnx_sampler_artifact_matches_eager(bundle_factory):
     bundle = bundle_factory("onnx", "fp32", sampler_artifact=True)
     report = json.loads((bundle / "parity.json").read_text())
     assert report["components"]["dpd_sampler"]["float"]["snr_db"] >= 60
+    # Both forms were timed on this host and the manifest names the faster, with the figures.
+    timing = report["sampler_timing"]
+    assert timing["stepwise_ms"] > 0 and timing["unrolled_ms"] > 0 and timing["reps"] == 3
+    sampler = load_manifest(bundle)["sampler"]
+    faster = "unrolled" if timing["unrolled_ms"] < timing["stepwise_ms"] else "stepwise"
+    assert sampler["preferred"] == faster == timing["preferred"]
+    assert sampler["preferred_measured"]["stepwise_ms"] == timing["stepwise_ms"]

@@ -20,6 +20,7 @@ from melody_edge.models.vae_losses import (
     VAELossWeights,
     discriminator_loss,
     generator_loss,
+    latent_fast_share,
     multi_resolution_stft_loss,
     reconstruction_loss,
     usable_resolutions,
@@ -147,6 +148,51 @@ def test_latent_gain_scales_the_dpd_space_and_nothing_else():
     r = gained.context_frames
     window = torch.nn.functional.pad(lat, (r, r))
     assert torch.allclose(gained.decode_chunk(window), plain.decode_chunk(window / 3.0), atol=1e-6)
+
+
+def test_latent_fast_share_separates_slow_from_fast_structure_and_has_a_gradient():
+    t = torch.arange(400, dtype=torch.float32)
+    slow = torch.sin(2 * torch.pi * t / 200).expand(2, 16, -1) + 5.0  # a 0.8 s period, and an offset
+    assert float(latent_fast_share(slow)) < 1e-3
+    alternating = slow - 5.0 + 0.5 * (-1.0) ** t  # every other frame
+    share = float(latent_fast_share(alternating))
+    assert 0.15 < share < 0.25  # 0.125 of the (0.5 + 0.125) energy, minus what the edges and filter keep
+    noise = torch.randn(2, 16, 400, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    loss = latent_fast_share(noise)
+    assert 0.7 < float(loss.detach()) < 0.9  # white noise: most of its energy is faster than 5 frames
+    loss.backward()
+    assert noise.grad is not None and torch.isfinite(noise.grad).all() and noise.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="frames"):
+        latent_fast_share(torch.zeros(1, 16, 8))
+
+
+@torch.no_grad()
+def test_latent_smoothing_low_passes_the_mean_only_and_adds_no_weights():
+    torch.manual_seed(4)
+    audio = torch.randn(2, 96 * 120) * 0.3
+    plain = tiny_vae().eval()
+    smooth = VAE(TINY.replace(latent_smoothing=9)).eval()
+    assert set(smooth.state_dict()) == set(plain.state_dict())  # the window is a function of the config
+    smooth.load_state_dict(plain.state_dict())
+    (m0, v0), (m1, v1) = plain.encode(audio), smooth.encode(audio)
+    assert torch.equal(v0, v1)
+    assert torch.allclose(m1, smooth.smooth(m0))
+    assert float(latent_fast_share(m1)) < 0.15 * float(latent_fast_share(m0))  # 0.07 against 0.73
+    # Replicated edges: a constant latent passes unchanged, first and last frames included.
+    const = torch.full((1, 16, 30), 0.7)
+    assert torch.allclose(smooth.smooth(const), const)
+
+    # It exports (the encoder is a bundle component), padding mode included.
+    class Encode(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vae = smooth
+
+        def forward(self, a):
+            return self.vae.encode(a)[0]
+
+    program = torch.export.export(Encode(), (audio[:1],))
+    assert torch.allclose(program.module()(audio[:1]), m1[:1], atol=1e-6)
 
 
 @torch.no_grad()
@@ -298,6 +344,9 @@ def test_analytic_flops_match_the_flop_counter(preset):
         ({"latent_gain": float("nan")}, "latent_gain"),
         ({"latent_gain": -1.0}, "latent_gain"),
         ({"latent_channels": 0}, "latent_channels"),
+        ({"latent_smoothing": 4}, "latent_smoothing"),
+        ({"latent_smoothing": 1}, "latent_smoothing"),
+        ({"latent_smoothing": -3}, "latent_smoothing"),
     ],
 )
 def test_bad_vae_config_names_the_field(changes, field):

@@ -199,6 +199,9 @@ def test_unrolled_sampler_artifact_streams_like_the_stepwise_sampler(bundle_fact
     from melody_edge.runtime.pipeline import GenerationSettings, StreamingGenerator
 
     backend, manifest = open_bundle(bundle_factory("onnx", "fp32", sampler_artifact=True))
+    # The export timed both forms and recorded the faster; pin it so the test does not depend on timing.
+    assert manifest["sampler"]["preferred"] in ("unrolled", "stepwise")
+    backend.manifest["sampler"]["preferred"] = "unrolled"
     settings = GenerationSettings(seconds=5.0, steps=manifest["sampler"]["steps"], seed=1)
     events = []
     fast = list(
@@ -212,7 +215,42 @@ def test_unrolled_sampler_artifact_streams_like_the_stepwise_sampler(bundle_fact
         )
     )
     assert events.count("dpd_sampler") == 2 and "dpd" not in events
+    # A bundle whose export measured T network calls as faster streams that way, with the same result.
+    backend.manifest["sampler"]["preferred"] = "stepwise"
+    events.clear()
+    stepwise = list(
+        StreamingGenerator(backend, backend.spec, lambda e, p: events.append(e)).stream(
+            manifest["presets"][0]["tokens"], settings
+        )
+    )
+    assert "dpd_sampler" not in events and events.count("dpd") > 0
+    assert [c.tokens for c in stepwise] == [c.tokens for c in slow]
     for a, b in zip(fast, slow):
         assert a.tokens == b.tokens
         if a.tokens:
             assert snr_db(b.latents, a.latents) >= 60
+
+
+@pytest.mark.parametrize(("target", "artifact"), [("onnx", "dpd.onnx"), ("executorch-xnnpack", "dpd.pte")])
+def test_a_damaged_artifact_is_refused_with_its_name_on_every_runnable_backend(
+    bundle_factory, tmp_path, target, artifact
+):
+    import shutil
+
+    from melody_edge.runtime.manifest import load_manifest, sha256_tree, tree_size
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_factory(target, "fp32"), bundle)
+    path = bundle / artifact
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # an interrupted copy
+    with pytest.raises(BundleError, match=rf"{artifact.replace('.', '[.]')}.*(sha256|bytes)"):
+        load_manifest(bundle)
+    # Someone re-signed the manifest over the damaged file: the backend still names it instead of crashing.
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][artifact] = {"sha256": sha256_tree(path), "bytes": tree_size(path)}
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=rf"{artifact.replace('.', '[.]')}.*(cannot load|re-export)"):
+        backend, _ = open_bundle(bundle)
+        backend.dpd(*[torch.zeros(t["shape"]) for t in manifest["components"]["dpd"]["methods"]["forward"]["inputs"]])
