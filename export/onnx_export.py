@@ -95,15 +95,20 @@ def onnx_lm_specs(lm: SemanticLM, specs: dict[str, MethodSpec]) -> dict[str, Met
 def export_onnx(module: nn.Module, spec: MethodSpec, path: Path, optimize: bool = True) -> None:
     """Static-shape dynamo export of one method to ``path`` (weights inside the file when < 2 GB).
 
-    ``optimize``: run onnxscript's optimizer on the graph. The unrolled sampler skips it: on the demo
-    DPD (T = 5, 14,649 nodes) the export takes 23.5 s without it and had not finished after 6 minutes
-    with it, while onnxruntime applies its own graph optimisations when it loads the file.
+    ``optimize``: run onnxscript's whole optimizer on the graph; otherwise only its constant folding.
+    The unrolled sampler takes the second: on the demo DPD (T = 5, 14,649 nodes) the export takes
+    about 23 s that way and had not finished after 6 minutes with the whole optimizer; onnxruntime
+    applies its own graph optimisations when it loads the file. The folding is needed: it turns each
+    ``Transpose(weight)`` into a constant, so every linear layer is a MatMul on an initializer, the form
+    :func:`onnx_linear_nodes` and the quantizer look for.
     """
     module = module.eval().requires_grad_(False)
     # The exporter logs a warning per missing optional op library (torchvision) on every call, and
-    # onnxscript's optimizer an INFO line per rewrite once onnxruntime.quantization has configured logging.
+    # onnxscript's optimizer (and onnx_ir's passes) an INFO line per rewrite once onnxruntime.quantization
+    # has configured logging.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     logging.getLogger("onnxscript").setLevel(logging.WARNING)
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)
     quiet = io.StringIO()
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
         warnings.simplefilter("ignore")
@@ -117,6 +122,13 @@ def export_onnx(module: nn.Module, spec: MethodSpec, path: Path, optimize: bool 
             verbose=False,
             optimize=optimize,  # onnxscript's optimizer runs here, once
         )
+        if not optimize:
+            import onnx_ir.passes.common
+            import onnxscript.optimizer
+
+            onnxscript.optimizer.fold_constants(program.model)
+            # Steps fold equal constants of their own (zero states, masks): store each once.
+            onnx_ir.passes.common.DeduplicateInitializersPass()(program.model)
         big = sum(p.numel() * 4 for p in module.parameters()) > 1.8e9
         program.save(str(path), external_data=big)
 
@@ -176,6 +188,8 @@ def quantize_onnx(path: Path, recipe: Recipe, component: str) -> list[str]:
     # uint8 activations measured 16 dB on the tiny DPD (each of several layers alone cost 23-30 dB),
     # under the 20 dB gate. accuracy_level 4 runs the products in int8 with activations quantized per
     # block at run time (dynamic int8 activations).
+    # It logs an INFO line per node it visits (thousands for the unrolled sampler).
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
     model = onnx.load(str(path))
     others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in selected]
     quant = MatMulNBitsQuantizer(
@@ -260,6 +274,16 @@ def export_onnx_components(
         if name == "lm":
             entry["state"] = "kv cache: explicit input 'cache' and output 'present' [L, 2, 1, H, S, Dh]"
         components[name] = entry
+    if recipe.quantized and "dpd_sampler" in quantized and quantized["dpd_sampler"] != quantized.get("dpd"):
+        from .bundle import ExportError
+
+        # The sampler's T steps are the DPD's layers; quantized apart, they must come out the same.
+        missing = sorted(set(quantized.get("dpd", [])) - set(quantized["dpd_sampler"]))
+        raise ExportError(
+            f"the unrolled sampler's graph quantized {len(quantized['dpd_sampler'])} layers, the DPD's "
+            f"{len(quantized.get('dpd', []))} (not in the sampler: {', '.join(missing[:5]) or 'none'}); "
+            "re-export with --no-sampler"
+        )
     return components, quantized, emulate_onnx_quantization(model, recipe)
 
 

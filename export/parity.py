@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 from collections.abc import Callable
 
@@ -194,11 +195,11 @@ def run_parity(
     return report
 
 
-def time_sampler_forms(bundle: Backend, window: tuple, sampler: dict, null_token: int, reps: int = 3) -> dict:
+def time_sampler_forms(bundle: Backend, window: tuple, sampler: dict, null_token: int, reps: int = 5) -> dict:
     """Median wall time of one window through the unrolled sampler artifact and through T ``dpd`` calls.
 
     The issue asks which form is faster per backend: it depends on the backend, the threads and the
-    model, so it is measured here, on the exporting host, after both have run once (warm), and the
+    model, so it is measured here, on the exporting host, after both have run once (warm), interleaved, and the
     bundle records the faster one as ``sampler.preferred`` for the runtime to follow.
     """
     from ..models.diffusion import ddim_sample
@@ -213,15 +214,16 @@ def time_sampler_forms(bundle: Backend, window: tuple, sampler: dict, null_token
     def stepwise() -> None:
         ddim_sample(bundle.dpd, z, angles, target.bool(), tokens, steps, scale, null_token)
 
-    timing = {}
-    for name, fn in (("stepwise", stepwise), ("unrolled", unrolled)):
+    forms = {"stepwise": stepwise, "unrolled": unrolled}
+    for fn in forms.values():
         fn()  # warm: the first call of a session pays for allocation and kernel selection
-        times = []
-        for _ in range(reps):
+    times: dict[str, list[float]] = {name: [] for name in forms}
+    for _ in range(reps):  # interleaved, so a load that comes and goes weighs on both forms alike
+        for name, fn in forms.items():
             t = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - t)
-        timing[f"{name}_ms"] = 1000 * sorted(times)[len(times) // 2]
+            times[name].append(time.perf_counter() - t)
+    timing: dict = {f"{name}_ms": 1000 * statistics.median(ts) for name, ts in times.items()}
     timing.update(
         preferred="unrolled" if timing["unrolled_ms"] < timing["stepwise_ms"] else "stepwise",
         reps=reps,
