@@ -190,6 +190,18 @@ def run_parity(
             report["components"].setdefault("dpd_sampler", {})[ref_name] = compare(want, out)
         log(f"  parity: timing the unrolled sampler against T network calls ({_since(t0)})")
         report["sampler_timing"] = time_sampler_forms(bundle, inputs.first_window, sampler, spec.null_token)
+    if "vae_encoder" in manifest["components"] and hasattr(bundle, "vae_encode"):
+        # Realistic audio: what the eager pipeline decoded from the recording, cut to the encoder's length.
+        n = manifest["components"]["vae_encoder"]["methods"]["forward"]["inputs"][0]["shape"][-1]
+        audio = torch.cat(inputs.vae_out)[:n]
+        if audio.numel() < n:  # a window shorter than the encoder's input: repeat it, still real audio
+            audio = audio.repeat(-(-n // audio.numel()))[:n]
+        log(f"  parity: VAE encoder on {n} samples of decoded audio ({_since(t0)})")
+        out = bundle.vae_encode(audio[None])
+        for ref_name, ref in refs.items():
+            with torch.no_grad():
+                want = ref.vae_encode(audio[None])
+            report["components"].setdefault("vae_encoder", {})[ref_name] = compare(want, out)
     report["gate"] = gate(report, recipe)
     log(f"  parity: done ({_since(t0)})")
     return report

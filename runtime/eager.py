@@ -51,3 +51,7 @@ class EagerBackend(Backend):
     @torch.no_grad()
     def vae_decode(self, z: Tensor) -> Tensor:
         return self.model.vae.decode_chunk(z)[0]
+
+    def vae_encode(self, audio: Tensor) -> Tensor:
+        """audio [1, N] -> DPD-space latent [1, C, N / hop] (the posterior mean, as the encoder artifact)."""
+        return self.model.vae.latent(audio, sample=False)

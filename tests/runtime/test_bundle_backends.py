@@ -254,3 +254,22 @@ def test_a_damaged_artifact_is_refused_with_its_name_on_every_runnable_backend(
     with pytest.raises(BundleError, match=rf"{artifact.replace('.', '[.]')}.*(cannot load|re-export)"):
         backend, _ = open_bundle(bundle)
         backend.dpd(*[torch.zeros(t["shape"]) for t in manifest["components"]["dpd"]["methods"]["forward"]["inputs"]])
+
+
+@pytest.mark.parametrize("target", ["onnx", "executorch-xnnpack"])
+def test_the_encoder_artifact_is_gated_and_runs_like_eager(bundle_factory, tiny_model, target):
+    from melody_edge.runtime.eager import EagerBackend
+
+    bundle = bundle_factory(target, "fp32", encoder_artifact=True)
+    report = json.loads((bundle / "parity.json").read_text())
+    enc = report["components"]["vae_encoder"]["float"]
+    assert enc["snr_db"] >= 60 and enc["nan_inf"] == 0, enc
+    backend, manifest = open_bundle(bundle)
+    n = manifest["components"]["vae_encoder"]["methods"]["forward"]["inputs"][0]["shape"][-1]
+    audio = 0.3 * torch.sin(torch.arange(n) * 2 * torch.pi * 220 / 24000)[None]
+    got = backend.vae_encode(audio)
+    assert got.shape == (1, 16, n // 96)
+    assert snr_db(EagerBackend(tiny_model).vae_encode(audio).numpy(), got.numpy()) >= 60
+    plain, _ = open_bundle(bundle_factory(target, "fp32"))
+    with pytest.raises(BundleError, match=r"no vae_encoder artifact.*--encoder"):
+        plain.vae_encode(audio)
