@@ -34,7 +34,7 @@ import torch
 from melody_edge.models.checkpoint import load_component
 from melody_edge.models.dpd import DPDConfig, DualPathDiffusion
 from melody_edge.models.melody import MeLoDy
-from melody_edge.models.vae_losses import latent_fast_share
+from melody_edge.models.vae_losses import latent_fast_share, moving_average
 from melody_edge.training import features
 from melody_edge.training.data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
 from melody_edge.training.evaluate import _distinct_works, _key_ok, sample_from_tokens
@@ -42,12 +42,6 @@ from melody_edge.training.metrics import dpd_loss_by_angle, dpd_token_use, estim
 from melody_edge.training.train_seq import window_starts
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "melody_edge" / "checkpoints" / "demo"
-
-
-def moving_average(z: torch.Tensor, width: int = 5) -> torch.Tensor:
-    """[B, C, L] -> the same, averaged over ``width`` frames along time (zero-padded ends)."""
-    k = torch.ones(1, 1, width) / width
-    return torch.nn.functional.conv1d(z.reshape(-1, 1, z.shape[-1]), k, padding=width // 2).reshape(z.shape)
 
 
 def training_prior(model: MeLoDy, checkpoint: Path, clips: list, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -189,8 +189,8 @@ def run_parity(
                 )
             report["components"].setdefault("dpd_sampler", {})[ref_name] = compare(want, out)
         log(f"  parity: timing the unrolled sampler against T network calls ({_since(t0)})")
-        report["sampler_timing"] = time_sampler_forms(bundle, inputs.first_window, sampler, spec.null_token)
-    if "vae_encoder" in manifest["components"] and hasattr(bundle, "vae_encode"):
+        report["sampler_timing"] = time_sampler_forms(bundle, inputs.first_window, sampler, spec.null_token, warm=False)
+    if "vae_encoder" in manifest["components"]:
         # Realistic audio: what the eager pipeline decoded from the recording, cut to the encoder's length.
         n = manifest["components"]["vae_encoder"]["methods"]["forward"]["inputs"][0]["shape"][-1]
         audio = torch.cat(inputs.vae_out)[:n]
@@ -199,20 +199,22 @@ def run_parity(
         log(f"  parity: VAE encoder on {n} samples of decoded audio ({_since(t0)})")
         out = bundle.vae_encode(audio[None])
         for ref_name, ref in refs.items():
-            with torch.no_grad():
-                want = ref.vae_encode(audio[None])
-            report["components"].setdefault("vae_encoder", {})[ref_name] = compare(want, out)
+            report["components"].setdefault("vae_encoder", {})[ref_name] = compare(ref.vae_encode(audio[None]), out)
     report["gate"] = gate(report, recipe)
     log(f"  parity: done ({_since(t0)})")
     return report
 
 
-def time_sampler_forms(bundle: Backend, window: tuple, sampler: dict, null_token: int, reps: int = 5) -> dict:
+def time_sampler_forms(
+    bundle: Backend, window: tuple, sampler: dict, null_token: int, reps: int = 5, warm: bool = True
+) -> dict:
     """Median wall time of one window through the unrolled sampler artifact and through T ``dpd`` calls.
 
-    The issue asks which form is faster per backend: it depends on the backend, the threads and the
-    model, so it is measured here, on the exporting host, after both have run once (warm), interleaved, and the
-    bundle records the faster one as ``sampler.preferred`` for the runtime to follow.
+    Which is faster depends on the backend, the threads and the model, so the gate measures it on the
+    exporting host and the bundle records the faster as ``sampler.preferred`` for the runtime to
+    follow; ``benchmarks/sampler_vs_steps.py`` reports the same figures. Runs are interleaved so a
+    load that comes and goes weighs on both forms alike. ``warm``: run each form once first (the gate
+    passes False: its parity checks have just run both).
     """
     from ..models.diffusion import ddim_sample
 
@@ -227,10 +229,11 @@ def time_sampler_forms(bundle: Backend, window: tuple, sampler: dict, null_token
         ddim_sample(bundle.dpd, z, angles, target.bool(), tokens, steps, scale, null_token)
 
     forms = {"stepwise": stepwise, "unrolled": unrolled}
-    for fn in forms.values():
-        fn()  # warm: the first call of a session pays for allocation and kernel selection
+    if warm:
+        for fn in forms.values():
+            fn()  # the first call of a session pays for allocation and kernel selection
     times: dict[str, list[float]] = {name: [] for name in forms}
-    for _ in range(reps):  # interleaved, so a load that comes and goes weighs on both forms alike
+    for _ in range(reps):
         for name, fn in forms.items():
             t = time.perf_counter()
             fn()
@@ -241,6 +244,7 @@ def time_sampler_forms(bundle: Backend, window: tuple, sampler: dict, null_token
         reps=reps,
         threads=torch.get_num_threads(),
         steps=steps,
+        times_ms={name: [1000 * t for t in ts] for name, ts in times.items()},
     )
     return timing
 

@@ -47,9 +47,9 @@ class VAEConfig(ConfigBase):
     dec_res_kernels: tuple[int, ...] = (3, 7)
     dec_res_dilations: tuple[int, ...] = (1, 3)
     lrelu_slope: float = 0.1
-    # Width in frames of a fixed Hann low-pass on the posterior mean (0: none). With it the latent
-    # carries its content in slowly varying values that a per-token signal can predict; without it a
-    # VAE keeps pitch in fast frame-to-frame structure (docs/model_card.md, 2026-12-03).
+    # Width in frames of a fixed Hann low-pass on the posterior mean (0: none). Meant to make the latent
+    # carry pitch in values a per-token signal can predict; at 9 frames the decoder still kept pitch in
+    # structure finer than one token (docs/model_card.md), so no preset uses it.
     latent_smoothing: int = 0
 
     def validate(self) -> None:

@@ -103,21 +103,25 @@ def kl_loss(mean: Tensor, logvar: Tensor) -> Tensor:
     return kl.sum(dim=1).mean()
 
 
+def moving_average(z: Tensor, width: int = 5) -> Tensor:
+    """[B, C, F] -> the same shape, each value the mean of ``width`` frames around it (zeros past the ends)."""
+    b, c, f = z.shape
+    kernel = torch.full((1, 1, width), 1.0 / width, dtype=z.dtype, device=z.device)
+    return torch.nn.functional.conv1d(z.reshape(b * c, 1, f), kernel, padding=width // 2)[..., :f].reshape(b, c, f)
+
+
 def latent_fast_share(mean: Tensor, width: int = 5) -> Tensor:
     """Share of a latent's (time-mean-removed) energy in structure faster than ``width`` frames.
 
     mean: [B, C, F] posterior means -> scalar in [0, ~1]: the energy of ``mean`` minus its ``width``-frame
     moving average over the energy of ``mean`` minus its time mean, both away from the padded ends.
-    A per-token signal (the DPD's semantic tokens, 10 frames each) cannot carry this part; training
-    logs it for the VAE, and ``VAEConfig.latent_smoothing`` keeps it near 0 (docs/model_card.md).
+    A per-token signal (the DPD's semantic tokens, 10 frames each) cannot carry this part; VAE training
+    logs it (docs/model_card.md).
     """
     if width < 2 or mean.shape[-1] <= 2 * (width - 1):
         raise ValueError(f"latent_fast_share needs width >= 2 and more than {2 * (width - 1)} frames, got {mean.shape}")
-    b, c, f = mean.shape
-    kernel = torch.full((1, 1, width), 1.0 / width, dtype=mean.dtype, device=mean.device)
-    smooth = torch.nn.functional.conv1d(mean.reshape(b * c, 1, f), kernel, padding=width // 2).reshape(b, c, -1)
     edge = width - 1
-    fast = (mean - smooth[..., :f])[..., edge:-edge]
+    fast = (mean - moving_average(mean, width))[..., edge:-edge]
     centred = (mean - mean.mean(-1, keepdim=True))[..., edge:-edge]
     return fast.square().sum() / centred.square().sum().clamp_min(1e-12)
 

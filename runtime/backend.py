@@ -95,6 +95,10 @@ class Backend(abc.ABC):
     def vae_decode(self, z: Tensor) -> Tensor:
         """z: [1, C, R + chunk + R] normalised latents -> audio of the middle chunk [chunk * hop]."""
 
+    @abc.abstractmethod
+    def vae_encode(self, audio: Tensor) -> Tensor:
+        """audio [1, N] -> DPD-space latent [1, C, N / hop] (posterior mean); bundles need the encoder artifact."""
+
     def sample_window(
         self, z: Tensor, angles: Tensor, target: Tensor, tokens: Tensor, guidance_scale: float, steps: int
     ) -> Tensor | None:

@@ -100,7 +100,6 @@ class CoreMLBackend(BundleBackend):
         return torch.from_numpy(audio[0])
 
     def vae_encode(self, audio: Tensor) -> Tensor:
-        """The optional encoder artifact: audio [1, N] -> DPD-space latent [1, C, N / hop]."""
         if ("vae_encoder", "forward") not in self._models:
             raise BundleError(f"{self.bundle}: this bundle has no vae_encoder artifact (export it with --encoder)")
         (latent,) = self._run("vae_encoder", "forward", [audio.float().numpy()])

@@ -52,6 +52,6 @@ class EagerBackend(Backend):
     def vae_decode(self, z: Tensor) -> Tensor:
         return self.model.vae.decode_chunk(z)[0]
 
+    @torch.no_grad()
     def vae_encode(self, audio: Tensor) -> Tensor:
-        """audio [1, N] -> DPD-space latent [1, C, N / hop] (the posterior mean, as the encoder artifact)."""
         return self.model.vae.latent(audio, sample=False)

@@ -61,7 +61,6 @@ class ExecuTorchBackend(BundleBackend):
         return self._run("vae_decoder", "forward", [z.contiguous()])[0]
 
     def vae_encode(self, audio: Tensor) -> Tensor:
-        """The optional encoder artifact: audio [1, N] -> DPD-space latent [1, C, N / hop]."""
         if ("vae_encoder", "forward") not in self._methods:
             raise BundleError(f"{self.bundle}: this bundle has no vae_encoder artifact (export it with --encoder)")
         return self._run("vae_encoder", "forward", [audio.float().contiguous()])

@@ -81,7 +81,6 @@ class OnnxBackend(BundleBackend):
         return torch.from_numpy(self._run("vae_decoder", "forward", {"z": z.float().contiguous().numpy()})[0][0])
 
     def vae_encode(self, audio: Tensor) -> Tensor:
-        """The optional encoder artifact: audio [1, N] -> DPD-space latent [1, C, N / hop]."""
         if ("vae_encoder", "forward") not in self._sessions:
             raise BundleError(f"{self.bundle}: this bundle has no vae_encoder artifact (export it with --encoder)")
         return torch.from_numpy(self._run("vae_encoder", "forward", {"audio": audio.float().contiguous().numpy()})[0])
