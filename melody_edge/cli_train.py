@@ -73,9 +73,11 @@ def _errors() -> tuple[type[BaseException], ...]:
     from melody_edge.models.checkpoint import CheckpointError
     from melody_edge.models.conditioning import TextEncoderUnavailable
     from melody_edge.models.config import ConfigError
+    from melody_edge.models.encoder_tokenizer import AudioEncoderUnavailable
     from melody_edge.training.data import DataError
 
-    return (CheckpointError, ConfigError, DataError, TextEncoderUnavailable, ValueError, FloatingPointError)
+    errors = (CheckpointError, ConfigError, DataError, TextEncoderUnavailable, AudioEncoderUnavailable)
+    return (*errors, ValueError, FloatingPointError)
 
 
 def _common(f):
@@ -160,12 +162,40 @@ for _name, _doc in (
 @train.command()
 @_common
 @click.option("--max-frames", type=int, default=150_000, show_default=True, help="Frames k-means sees.")
-def tokenizer(data_dir: Path, config_name: str, out: Path, seed: int, max_frames: int) -> None:
-    """Fit the 25 Hz k-means semantic tokenizer on the training audio."""
+@click.option(
+    "--encoder",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="A local Hugging Face audio encoder (MERT-v1, w2v-BERT 2.0, HuBERT): k-means over its hidden states "
+    "instead of the built-in log-mel features. Later stages of this run use these tokens.",
+)
+@click.option("--encoder-layer", type=int, default=7, show_default=True, help="Which hidden state (0 = input).")
+@click.option("--trust-remote-code", is_flag=True, help="Run model code shipped in the encoder directory (MERT).")
+def tokenizer(
+    data_dir: Path,
+    config_name: str,
+    out: Path,
+    seed: int,
+    max_frames: int,
+    encoder: Path | None,
+    encoder_layer: int,
+    trust_remote_code: bool,
+) -> None:
+    """Fit the 25 Hz semantic tokenizer (k-means) on the training audio."""
     from melody_edge.training.pipeline import fit_tokenizer
 
     try:
-        report = fit_tokenizer(data_dir, config_name, out, seed, max_frames, log=lambda m: click.echo(m, err=True))
+        report = fit_tokenizer(
+            data_dir,
+            config_name,
+            out,
+            seed,
+            max_frames,
+            log=lambda m: click.echo(m, err=True),
+            encoder=encoder,
+            encoder_layer=encoder_layer,
+            trust_remote_code=trust_remote_code,
+        )
     except _errors() as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(report))

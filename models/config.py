@@ -98,6 +98,9 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
+        configs = [a for a in args if isinstance(a, type) and issubclass(a, ConfigBase)]
+        if len(configs) > 1:
+            return _by_kind(value, configs, field)
         return _coerce(value, args[0], field)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -122,3 +125,22 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
             raise ConfigError(f"{field}: expected a string, got {value!r}")
         return value
     return value
+
+
+def config_kind(cls: type[ConfigBase]) -> str:
+    """The default of a config class's ``kind`` field: what tells its JSON apart in a union."""
+    for f in dataclasses.fields(cls):
+        if f.name == "kind" and isinstance(f.default, str):
+            return f.default
+    raise TypeError(f"{cls.__name__} has no `kind: str` field with a default; a config union needs one")
+
+
+def _by_kind(value: Any, configs: list[type[ConfigBase]], field: str) -> ConfigBase:
+    """A union of configs is read by its ``kind`` field; JSON without one is the first class (older files)."""
+    kinds = {config_kind(c): c for c in configs}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{field}: expected a JSON object, got {type(value).__name__}")
+    kind = value.get("kind", config_kind(configs[0]))
+    if kind not in kinds:
+        raise ConfigError(f"{field}.kind: unknown kind {kind!r}; choose one of {', '.join(sorted(kinds))}")
+    return kinds[kind].from_dict(value, where=field)

@@ -24,7 +24,8 @@ from .conditioning import CONDITIONER_PRESETS, ConditionerConfig, PromptConditio
 from .config import ConfigBase, ConfigError, require
 from .dpd import DPD_PRESETS, DPDConfig, DualPathDiffusion
 from .lm import LM_PRESETS, LMConfig, SemanticLM
-from .semantic_tokenizer import TOKENIZER_PRESETS, KMeansSemanticTokenizer, KMeansTokenizerConfig
+from .semantic_tokenizer import TOKENIZER_PRESETS
+from .tokenizers import TokenizerConfig, build_tokenizer, load_tokenizer_component
 from .vae import VAE, VAE_PRESETS, VAEConfig
 
 MELODY_FILE = "melody.json"
@@ -38,7 +39,7 @@ class MelodyConfig(ConfigBase):
     dpd: DPDConfig
     vae: VAEConfig
     conditioner: ConditionerConfig
-    tokenizer: KMeansTokenizerConfig
+    tokenizer: TokenizerConfig
     steps: int = 8
     guidance_scale: float = 2.5
     temperature: float = 1.0
@@ -139,6 +140,14 @@ def preset(name: str) -> MelodyConfig:
     )
 
 
+def with_tokenizer(config: MelodyConfig, tokenizer: TokenizerConfig) -> MelodyConfig:
+    """``config`` with another semantic tokenizer; a DPD that embeds token features gets the new width."""
+    dpd = config.dpd
+    if dpd.token_feature_dim:
+        dpd = dataclasses.replace(dpd, token_feature_dim=tokenizer.feature_dim)
+    return dataclasses.replace(config, tokenizer=tokenizer, dpd=dpd)
+
+
 # Few-step defaults: the paper reports T = 5..20; on-device configs favour the low end.
 PRESET_STEPS = {"tiny": 4, "demo": 5, "edge": 5, "paper": 10}
 PRESET_NAMES = tuple(PRESET_STEPS)
@@ -154,7 +163,7 @@ class MeLoDy(nn.Module):
         self.dpd = DualPathDiffusion(config.dpd)
         self.vae = VAE(config.vae)
         self.conditioner = PromptConditioner(config.conditioner)
-        self.tokenizer = KMeansSemanticTokenizer(config.tokenizer)
+        self.tokenizer = build_tokenizer(config.tokenizer)
         if config.dpd.token_feature_dim:
             self.dpd.set_token_features(self.tokenizer.centroids)
 
@@ -191,10 +200,12 @@ class MeLoDy(nn.Module):
             "dpd": (DPDConfig, DualPathDiffusion),
             "vae": (VAEConfig, VAE),
             "conditioner": (ConditionerConfig, PromptConditioner),
-            "tokenizer": (KMeansTokenizerConfig, KMeansSemanticTokenizer),
         }
-        for name, (cfg_cls, build) in builders.items():
-            comp_cfg, module = load_component(directory / name, cfg_cls, build)
+        for name in COMPONENTS:
+            if name == "tokenizer":
+                comp_cfg, module = load_tokenizer_component(directory / name)
+            else:
+                comp_cfg, module = load_component(directory / name, *builders[name])
             if comp_cfg != getattr(config, name):
                 raise CheckpointError(
                     f"{directory / name / 'config.json'} differs from the '{name}' section of "

@@ -3,8 +3,8 @@
 MeLoDy takes its semantic tokens from k-means over a self-supervised music encoder (its own
 Wav2Vec2-Conformer; MusicLM: w2v-BERT layer 7). Neither is released, so the built-in tokenizer clusters
 hand-made features instead: per token (40 ms) the mean log-mel spectrum of four 10 ms sub-frames plus its
-time delta across tokens. It is a placeholder with the right interface, rate and vocabulary; a learned
-encoder (MERT, w2v-BERT 2.0) plugs in through :class:`SemanticTokenizer` and reuses :func:`kmeans` here
+time delta across tokens. It is a placeholder with the right interface, rate and vocabulary; k-means over
+a learned encoder (MERT, w2v-BERT 2.0) is ``encoder_tokenizer.py``, and both share :class:`CentroidTokenizer`
 (see ``docs/conditioning.md``).
 
 Length convention: ``N`` samples give exactly ``N // hop`` tokens (hop = 960 at 24 kHz / 25 Hz). A trailing
@@ -199,8 +199,10 @@ class KMeansTokenizerConfig(ConfigBase):
     f_max: float = 12000.0
     mel_scale: str = "htk"
     vocab_size: int = 1024
+    kind: str = "kmeans"  # tells this config from other tokenizers' in melody.json (models/tokenizers.py)
 
     def validate(self) -> None:
+        require(self.kind == "kmeans", "kind", f"{self.kind!r} is not this config's kind; use 'kmeans'")
         require(self.sample_rate > 0, "sample_rate", "must be > 0 (24000 for MeLoDy)")
         require(self.token_rate > 0, "token_rate", "must be > 0 (25 for MeLoDy)")
         require(
@@ -250,27 +252,23 @@ class KMeansTokenizerConfig(ConfigBase):
         return 2 * self.n_mels
 
 
-class KMeansSemanticTokenizer(nn.Module):
-    """Implements :class:`SemanticTokenizer` with log-mel features and k-means.
+class CentroidTokenizer(nn.Module):
+    """Features per token, standardised, then the nearest of ``vocab_size`` centroids: the shared half of
+    every built-in tokenizer. Subclasses define :meth:`features`; the config gives ``sample_rate``,
+    ``token_rate``, ``hop_length``, ``feature_dim`` and ``vocab_size``.
 
     Persistent state (saved in checkpoints): ``feature_mean``/``feature_std`` ``[F]`` and ``centroids``
     ``[vocab_size, F]`` in standardised feature space. Before :meth:`fit` the centroids are random (drawn from
     the global RNG), which is enough to exercise the pipeline but meaningless as tokens.
     """
 
-    def __init__(self, config: KMeansTokenizerConfig) -> None:
+    def __init__(self, config) -> None:
         super().__init__()
         self.config = config
         f = config.feature_dim
         self.register_buffer("feature_mean", torch.zeros(f))
         self.register_buffer("feature_std", torch.ones(f))
         self.register_buffer("centroids", torch.randn(config.vocab_size, f))
-        # Derived from the config, so kept out of the checkpoint.
-        self.register_buffer("window", torch.hann_window(config.n_fft, periodic=True), persistent=False)
-        fb = mel_filterbank(
-            config.n_fft, config.n_mels, config.sample_rate, config.f_min, config.f_max, config.mel_scale
-        )
-        self.register_buffer("mel_fb", fb, persistent=False)
 
     @property
     def token_rate(self) -> float:
@@ -293,35 +291,8 @@ class KMeansSemanticTokenizer(nn.Module):
         return audio.to(torch.float32)
 
     def features(self, audio: Tensor) -> Tensor:
-        """Raw (unstandardised) features: audio ``[B, N]`` -> ``[B, N // hop, 2 * n_mels]``.
-
-        Columns ``[:n_mels]`` are the token's mean log-mel power over its sub-frames, ``[n_mels:]`` the central
-        difference of that across neighbouring tokens (one-sided at the ends).
-        """
-        audio = self._check_audio(audio)
-        cfg = self.config
-        hop, k = cfg.hop_length, cfg.frames_per_token
-        b, t = audio.shape[0], audio.shape[1] // hop
-        if t == 0:
-            return audio.new_zeros(b, 0, cfg.feature_dim)
-        x = audio[:, : t * hop]
-        sub = hop // k
-        # Pad so sub-frame j of token i is centred at i*hop + (j + 1/2)*sub: each token's frames sit
-        # symmetrically inside it and exactly t*k frames come out.
-        left = (cfg.n_fft - sub) // 2
-        right = cfg.n_fft - sub - left
-        x = torch.nn.functional.pad(x.unsqueeze(1), (left, right), mode="reflect").squeeze(1)
-        spec = torch.stft(x, cfg.n_fft, hop_length=sub, window=self.window, center=False, return_complex=True)
-        power = spec.real.pow(2) + spec.imag.pow(2)  # [B, n_fft//2+1, t*k]
-        mel = torch.einsum("bfn,fm->bnm", power, self.mel_fb)  # [B, t*k, n_mels]
-        logmel = torch.log(mel + _LOG_EPS).reshape(b, t, k, cfg.n_mels).mean(2)
-        if t == 1:
-            delta = torch.zeros_like(logmel)
-        else:
-            padded = torch.cat([logmel[:, :1], logmel, logmel[:, -1:]], dim=1)
-            delta = padded[:, 2:] - padded[:, :-2]
-            delta[:, 1:-1] *= 0.5  # central difference inside, one-sided difference at the two ends
-        return torch.cat([logmel, delta], dim=-1)
+        """Raw (unstandardised) features: audio ``[B, N]`` -> ``[B, N // hop, feature_dim]``."""
+        raise NotImplementedError
 
     def standardize(self, feats: Tensor) -> Tensor:
         """``[..., F]`` -> the same, with the stored per-feature mean and std removed."""
@@ -387,6 +358,50 @@ class KMeansSemanticTokenizer(nn.Module):
                 f"fit got no frames: each clip needs at least {self.config.hop_length} samples (one token)"
             )
         return feats.to(torch.float32)
+
+
+class KMeansSemanticTokenizer(CentroidTokenizer):
+    """Implements :class:`SemanticTokenizer` with log-mel features and k-means (see the module docstring)."""
+
+    def __init__(self, config: KMeansTokenizerConfig) -> None:
+        super().__init__(config)
+        # Derived from the config, so kept out of the checkpoint.
+        self.register_buffer("window", torch.hann_window(config.n_fft, periodic=True), persistent=False)
+        fb = mel_filterbank(
+            config.n_fft, config.n_mels, config.sample_rate, config.f_min, config.f_max, config.mel_scale
+        )
+        self.register_buffer("mel_fb", fb, persistent=False)
+
+    def features(self, audio: Tensor) -> Tensor:
+        """Raw (unstandardised) features: audio ``[B, N]`` -> ``[B, N // hop, 2 * n_mels]``.
+
+        Columns ``[:n_mels]`` are the token's mean log-mel power over its sub-frames, ``[n_mels:]`` the central
+        difference of that across neighbouring tokens (one-sided at the ends).
+        """
+        audio = self._check_audio(audio)
+        cfg = self.config
+        hop, k = cfg.hop_length, cfg.frames_per_token
+        b, t = audio.shape[0], audio.shape[1] // hop
+        if t == 0:
+            return audio.new_zeros(b, 0, cfg.feature_dim)
+        x = audio[:, : t * hop]
+        sub = hop // k
+        # Pad so sub-frame j of token i is centred at i*hop + (j + 1/2)*sub: each token's frames sit
+        # symmetrically inside it and exactly t*k frames come out.
+        left = (cfg.n_fft - sub) // 2
+        right = cfg.n_fft - sub - left
+        x = torch.nn.functional.pad(x.unsqueeze(1), (left, right), mode="reflect").squeeze(1)
+        spec = torch.stft(x, cfg.n_fft, hop_length=sub, window=self.window, center=False, return_complex=True)
+        power = spec.real.pow(2) + spec.imag.pow(2)  # [B, n_fft//2+1, t*k]
+        mel = torch.einsum("bfn,fm->bnm", power, self.mel_fb)  # [B, t*k, n_mels]
+        logmel = torch.log(mel + _LOG_EPS).reshape(b, t, k, cfg.n_mels).mean(2)
+        if t == 1:
+            delta = torch.zeros_like(logmel)
+        else:
+            padded = torch.cat([logmel[:, :1], logmel, logmel[:, -1:]], dim=1)
+            delta = padded[:, 2:] - padded[:, :-2]
+            delta[:, 1:-1] *= 0.5  # central difference inside, one-sided difference at the two ends
+        return torch.cat([logmel, delta], dim=-1)
 
 
 TOKENIZER_PRESETS: dict[str, KMeansTokenizerConfig] = {

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from melody_edge.models.conditioning import PromptConditioner, TextEncoder
-from melody_edge.models.semantic_tokenizer import KMeansSemanticTokenizer
+from melody_edge.models.semantic_tokenizer import CentroidTokenizer
 from melody_edge.models.vae import VAE
 
 from .data import AudioSet, Clip
@@ -45,7 +45,7 @@ def _cached(path: Path, build: Callable[[], dict[str, Tensor]], log: Log | None)
 
 
 def semantic_tokens(
-    cache: Path, split: str, audio: AudioSet, tokenizer: KMeansSemanticTokenizer, digest: str, log: Log | None = None
+    cache: Path, split: str, audio: AudioSet, tokenizer: CentroidTokenizer, digest: str, log: Log | None = None
 ) -> list[Tensor]:
     """Tokens of every clip of the split: list of long [T_i]."""
 

@@ -18,8 +18,9 @@ import torch
 
 from melody_edge.models.checkpoint import save_component
 from melody_edge.models.conditioning import PromptConditioner, SentenceEmbeddingTextEncoder, default_text_encoder_dir
-from melody_edge.models.melody import MelodyConfig, preset
-from melody_edge.models.semantic_tokenizer import KMeansSemanticTokenizer
+from melody_edge.models.encoder_tokenizer import encoder_tokenizer_config
+from melody_edge.models.melody import MelodyConfig, preset, with_tokenizer
+from melody_edge.models.tokenizers import build_tokenizer
 
 from . import features
 from .data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
@@ -31,6 +32,7 @@ from .run_dir import (
     load_conditioner,
     load_tokenizer,
     load_vae,
+    run_config,
     shipped_dir,
 )
 from .train_seq import DPDTask, DPDTrainSettings, LMTask, LMTrainSettings
@@ -78,17 +80,35 @@ def _audio(data: Path, cfg: MelodyConfig, min_seconds: float = 0.0) -> tuple[Aud
 
 
 def fit_tokenizer(
-    data: Path, config: MelodyConfig | str, run: Path, seed: int = 0, max_frames: int = 150_000, log: Log = print
+    data: Path,
+    config: MelodyConfig | str,
+    run: Path,
+    seed: int = 0,
+    max_frames: int = 150_000,
+    log: Log = print,
+    encoder: Path | None = None,
+    encoder_layer: int = 7,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """k-means semantic tokenizer on the training audio -> RUN/tokenizer (+ fit.json)."""
+    """Semantic tokenizer on the training audio -> RUN/tokenizer (+ fit.json).
+
+    With ``encoder`` (a local Hugging Face audio encoder directory such as MERT-v1-95M), k-means runs over
+    its layer ``encoder_layer`` instead of the built-in log-mel features; the later stages of this run then
+    train on those tokens (:func:`~melody_edge.training.run_dir.run_config`).
+    """
     cfg = resolve_config(config)
+    if encoder is not None:
+        tok_cfg = encoder_tokenizer_config(encoder, encoder_layer, trust_remote_code, cfg.lm.vocab_size)
+        cfg = with_tokenizer(cfg, tok_cfg)
+        log(f"[tokenizer] encoder {encoder}, layer {encoder_layer} ({tok_cfg.feature_dim} wide)")
     t0 = time.monotonic()
     train = AudioSet(split_clips(read_index(data), TRAIN), cfg.sample_rate, cfg.tokenizer.hop_length)
     log(f"[tokenizer] features of {len(train)} clips, k-means with {cfg.tokenizer.vocab_size} centroids")
-    tok = KMeansSemanticTokenizer(cfg.tokenizer)
+    tok = build_tokenizer(cfg.tokenizer)
     history = tok.fit(train.audio, seed=seed, max_frames=max_frames)
     used = int(torch.unique(torch.cat([tok.tokenize(a[None])[0] for a in train.audio[:64]])).numel())
     report = {
+        "kind": cfg.tokenizer.kind,
         "clips": len(train),
         "kmeans_mse": [round(float(h), 5) for h in history],
         "codes_used_first_64_clips": used,
@@ -103,7 +123,7 @@ def fit_conditioner(
     data: Path, config: MelodyConfig | str, run: Path, seed: int = 0, log: Log = print
 ) -> dict[str, Any]:
     """12-level residual quantizer over the training captions' text embeddings -> RUN/conditioner."""
-    cfg = resolve_config(config)
+    cfg = run_config(run, config)
     t0 = time.monotonic()
     clips = split_clips(read_index(data), TRAIN)
     encoder = SentenceEmbeddingTextEncoder(default_text_encoder_dir())  # raises TextEncoderUnavailable
@@ -229,7 +249,7 @@ def train_component(
     ``disc_start`` (VAE only) moves the step where the discriminators switch on, for instance to
     continue a run on the reconstruction loss alone.
     """
-    cfg = resolve_config(config)
+    cfg = run_config(run, config)
     if disc_start is not None and component != "vae":
         raise ValueError(f"--disc-start applies to the VAE only, not to {component}")
     rt = runtime or init_runtime()
@@ -270,6 +290,7 @@ def train_all(
         if not (component_dir(run, "conditioner") / "model.safetensors").is_file():
             reports["conditioner"] = fit_conditioner(data, cfg, run, seed=seed, log=log)
     rt.barrier()
+    cfg = run_config(run, cfg)  # the run's own tokenizer, if `train tokenizer --encoder` fitted one
     for name, fn in (("vae", train_vae), ("dpd", train_dpd), ("lm", train_lm)):
         opts = default_options(cfg.name, name, seed=seed, **over.get(name, {}))
         result = fn(data, cfg, run, opts, rt, log)

@@ -15,8 +15,10 @@ import torch
 
 from melody_edge.models.checkpoint import CheckpointError, load_component
 from melody_edge.models.conditioning import ConditionerConfig, PromptConditioner
-from melody_edge.models.melody import MeLoDy, MelodyConfig, build_model, preset
-from melody_edge.models.semantic_tokenizer import KMeansSemanticTokenizer, KMeansTokenizerConfig
+from melody_edge.models.config import ConfigError
+from melody_edge.models.melody import MeLoDy, MelodyConfig, build_model, preset, with_tokenizer
+from melody_edge.models.semantic_tokenizer import CentroidTokenizer
+from melody_edge.models.tokenizers import load_tokenizer_component, tokenizer_config_class
 from melody_edge.models.vae import VAE, VAEConfig
 
 BEST_DIR = "best"  # training.loop.BEST_DIR
@@ -63,9 +65,24 @@ def check_config(run: Path, name: str, expected) -> None:
             )
 
 
-def load_tokenizer(run: Path, needed_by: str) -> KMeansSemanticTokenizer:
-    d = require_component(run, "tokenizer", needed_by)
-    return load_component(d, KMeansTokenizerConfig, KMeansSemanticTokenizer)[1]
+def load_tokenizer(run: Path, needed_by: str) -> CentroidTokenizer:
+    return load_tokenizer_component(require_component(run, "tokenizer", needed_by))[1]
+
+
+def run_config(run: Path, config: MelodyConfig | str) -> MelodyConfig:
+    """The config a run trains: ``config``, with the run's own tokenizer where it is of another kind (one
+    fitted on a learned encoder by ``train tokenizer --encoder``), so later stages need no extra flag."""
+    cfg = preset(config) if isinstance(config, str) else config
+    d = component_dir(run, "tokenizer")
+    if not (d / "config.json").is_file():
+        return cfg
+    config_cls = tokenizer_config_class(d)
+    if config_cls is type(cfg.tokenizer):
+        return cfg
+    try:
+        return with_tokenizer(cfg, config_cls.load(d / "config.json"))
+    except ConfigError as exc:
+        raise CheckpointError(f"{d / 'config.json'}: invalid tokenizer config: {exc}") from exc
 
 
 def load_conditioner(run: Path, needed_by: str) -> PromptConditioner:
@@ -86,12 +103,15 @@ def assemble_checkpoint(
     ``best``: take each network's lowest-validation weights (``RUN/<name>/best``) where they exist.
     """
     run = Path(run)
-    cfg = preset(config) if isinstance(config, str) else config
+    cfg = run_config(run, config)
     model = build_model(cfg)
     for name in ORDER:
         d = shipped_dir(run, name, "assemble") if best else require_component(run, name, "assemble")
         check_config(run, name, getattr(cfg, name))
-        _, module = load_component(d, type(getattr(cfg, name)), type(getattr(model, name)))
+        if name == "tokenizer":
+            module = load_tokenizer_component(d)[1]
+        else:
+            _, module = load_component(d, type(getattr(cfg, name)), type(getattr(model, name)))
         setattr(model, name, module)
     target = Path(out) if out is not None else run / "checkpoint"
     model.save(target, dtype=torch.float16 if fp16 else None)

@@ -111,6 +111,28 @@ def test_train_all_assembles_a_loadable_checkpoint(toy_data, tmp_path):
     assert res.exit_code != 0 and "different" in res.output, res.output
 
 
+def test_a_run_trains_on_a_learned_encoders_tokens(toy_data, tiny_audio_encoder, tmp_path):
+    from click.testing import CliRunner
+
+    from melody_edge.cli import main
+    from melody_edge.models.encoder_tokenizer import EncoderSemanticTokenizer
+
+    run = tmp_path / "run"
+    base = ["train", "tokenizer", "--data", str(toy_data), "--config", "tiny", "--out", str(run)]
+    res = CliRunner().invoke(main, [*base, "--encoder", str(tmp_path / "nowhere")])
+    assert res.exit_code != 0 and "not a model directory" in res.output and "--encoder DIR" in res.output
+    res = CliRunner().invoke(main, [*base, "--encoder", str(tiny_audio_encoder), "--encoder-layer", "2"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["kind"] == "encoder" and report["kmeans_mse"][-1] < report["kmeans_mse"][0]
+    # The later stages take the run's tokenizer with no extra flag; the DPD embeds its 32-wide centroids.
+    over = {n: {"steps": 2, "warmup_steps": 1} for n in ("vae", "dpd", "lm")}
+    result = pipeline.train_all(toy_data, "tiny", run, over, log=lambda m: None)
+    model = MeLoDy.load(result.checkpoint)  # also checks the DPD holds this tokenizer's centroids
+    assert isinstance(model.tokenizer, EncoderSemanticTokenizer)
+    assert model.config.dpd.token_feature_dim == 32 and model.config.tokenizer.layer == 2
+
+
 def test_missing_prerequisite_names_the_command(toy_data, tmp_path):
     with pytest.raises(CheckpointError, match="melody-edge train tokenizer"):
         pipeline.train_dpd(toy_data, "tiny", tmp_path, pipeline.default_options("tiny", "dpd"), log=lambda m: None)
