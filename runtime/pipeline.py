@@ -189,7 +189,9 @@ class StreamingGenerator:
         if self.use_sampler_artifact:
             out = self.backend.sample_window(z, angles, target, tokens, settings.guidance_scale, settings.steps)
             if out is not None:
-                self._record("dpd_sampler", {"z": z, "angles": angles, "tokens": tokens, "steps": settings.steps})
+                payload = {"z": z, "angles": angles, "target": target.float(), "tokens": tokens}
+                payload.update(guidance=torch.tensor([float(settings.guidance_scale)]), steps=settings.steps, z_out=out)
+                self._record("dpd_sampler", payload)
                 return out
         return ddim_sample(
             self._dpd,

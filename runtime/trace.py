@@ -102,21 +102,30 @@ def read_trace(path: str | Path) -> tuple[dict[str, Any], list[tuple[str, dict[s
 
 
 def record_trace(
-    backend: Backend, spec: StreamSpec, prefix_codes: list[int], settings: GenerationSettings, out: str | Path
+    backend: Backend,
+    spec: StreamSpec,
+    prefix_codes: list[int],
+    settings: GenerationSettings,
+    out: str | Path,
+    use_sampler_artifact: bool = False,
 ) -> dict[str, Any]:
-    """Stream ``settings.seconds`` through ``backend`` step by step (no unrolled sampler) and write the trace.
+    """Stream ``settings.seconds`` through ``backend`` and write the trace.
 
-    Returns the header plus the event counts; the audio is in the ``vae_decode`` records.
+    Step by step (T ``dpd`` calls per chunk) unless ``use_sampler_artifact``: then a bundle whose manifest
+    prefers its unrolled sampler records one ``dpd_sampler`` call per chunk instead, as an app following
+    ``sampler.preferred`` must make. Returns the header plus the event counts; the audio is in the
+    ``vae_decode`` records.
     """
     header = {
         "spec": dataclasses.asdict(spec),
         "settings": dataclasses.asdict(settings),
         "prefix_codes": [int(x) for x in prefix_codes],
+        "sampler_artifact": bool(use_sampler_artifact),
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as fh:
         writer = TraceWriter(fh, header)
-        gen = StreamingGenerator(backend, spec, recorder=writer, use_sampler_artifact=False)
+        gen = StreamingGenerator(backend, spec, recorder=writer, use_sampler_artifact=use_sampler_artifact)
         audio = np.concatenate([c.audio for c in gen.stream(prefix_codes, settings)])
     return {**header, "events": writer.counts, "samples": int(audio.shape[0])}

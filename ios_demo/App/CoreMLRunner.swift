@@ -17,6 +17,8 @@ enum CoreMLNames {
     static let dpdOutputs = ["v"]
     static let vaeInputs = ["z"]
     static let vaeOutputs = ["audio"]
+    static let samplerInputs = ["z", "angles", "target", "tokens", "guidance"]
+    static let samplerOutputs = ["z_out"]
     /// Core ML has no int64 tensors: the exporter declares integer inputs int32, float inputs float32.
     static let inputDtypes = ["float32", "int32"]
 }
@@ -25,6 +27,8 @@ enum CoreMLNames {
 /// decode function and passed to both LM functions, as runtime/coreml_backend.py does on macOS.
 final class CoreMLRunner: ModelRunner {
     private let prefill: CoreMLFunction, decode: CoreMLFunction, dpdFn: CoreMLFunction, vae: CoreMLFunction
+    /// The unrolled T-step sampler, loaded only where the manifest prefers it.
+    private var sampler: CoreMLFunction?
     private let maxSeqLen: Int
     private var state: MLState?
 
@@ -54,6 +58,9 @@ final class CoreMLRunner: ModelRunner {
             dpd: try await fn("dpd", CoreMLNames.singleFunction, multi: false, CoreMLNames.dpdInputs, CoreMLNames.dpdOutputs),
             vae: try await fn("vae_decoder", CoreMLNames.singleFunction, multi: false, CoreMLNames.vaeInputs, CoreMLNames.vaeOutputs),
             maxSeqLen: manifest.spec.lmMaxSeqLen)
+        if manifest.unrolledSamplerSteps > 0 {
+            runner.sampler = try await fn("dpd_sampler", CoreMLNames.singleFunction, multi: false, CoreMLNames.samplerInputs, CoreMLNames.samplerOutputs)
+        }
         try runner.lmReset()
         return runner
     }
@@ -89,6 +96,13 @@ final class CoreMLRunner: ModelRunner {
 
     func vaeDecode(_ z: [Float]) throws -> [Float] {
         try vae.run([.floats(z)], state: nil)
+    }
+
+    var hasUnrolledSampler: Bool { sampler != nil }
+
+    func dpdSampler(z: [Float], angles: [Float], target: [Float], tokens: [Int64], guidance: Float, steps: Int) throws -> [Float] {
+        guard let sampler else { throw UnrolledSamplerUnavailable() }
+        return try sampler.run([.floats(z), .floats(angles), .floats(target), .ints(tokens), .floats([guidance])], state: nil)
     }
 
     private static func check(_ comp: String, _ method: String, _ inputs: [TensorSpec], _ outputs: [TensorSpec],

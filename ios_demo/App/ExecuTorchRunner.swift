@@ -15,6 +15,9 @@ import MelodyEdgeCore
 final class ExecuTorchRunner: ModelRunner {
     private let lm: Module, dpdModule: Module, vae: Module
     private let dpdInputs: [TensorSpec], vaeInputs: [TensorSpec]
+    /// The unrolled T-step sampler, loaded only where the manifest prefers it.
+    private let sampler: Module?
+    private let samplerInputs: [TensorSpec]
 
     init(bundle: URL, manifest: Manifest) throws {
         func module(_ comp: String, _ methods: [String]) throws -> Module {
@@ -34,7 +37,16 @@ final class ExecuTorchRunner: ModelRunner {
         vae = try module("vae_decoder", ["forward"])
         dpdInputs = try manifest.tensors("dpd", "forward").inputs
         vaeInputs = try manifest.tensors("vae_decoder", "forward").inputs
+        if manifest.unrolledSamplerSteps > 0 {
+            sampler = try module("dpd_sampler", ["forward"])
+            samplerInputs = try manifest.tensors("dpd_sampler", "forward").inputs
+        } else {
+            sampler = nil
+            samplerInputs = []
+        }
     }
+
+    var hasUnrolledSampler: Bool { sampler != nil }
 
     func lmReset() throws {
         // Nothing to clear: every read of the cache is masked to the positions written in this stream.
@@ -58,6 +70,15 @@ final class ExecuTorchRunner: ModelRunner {
 
     func vaeDecode(_ z: [Float]) throws -> [Float] {
         try run(vae, "forward", [Tensor<Float>(z, shape: vaeInputs[0].shape)])
+    }
+
+    func dpdSampler(z: [Float], angles: [Float], target: [Float], tokens: [Int64], guidance: Float, steps: Int) throws -> [Float] {
+        guard let sampler else { throw UnrolledSamplerUnavailable() }
+        return try run(sampler, "forward", [Tensor<Float>(z, shape: samplerInputs[0].shape),
+                                            Tensor<Float>(angles, shape: samplerInputs[1].shape),
+                                            Tensor<Float>(target, shape: samplerInputs[2].shape),
+                                            Tensor<Int64>(tokens, shape: samplerInputs[3].shape),
+                                            Tensor<Float>([guidance], shape: samplerInputs[4].shape)])
     }
 
     /// Executes `method` and copies its first output out (the next call may reuse the output's memory).

@@ -106,7 +106,9 @@ final class GeneratorModel: ObservableObject {
                 let (runner, backend) = try await GeneratorModel.makeRunner(entry.url, manifest, units, post)
                 post("Generating \(preset.name) (\(lengthText))…")
                 let counting = CountingRunner(runner)
-                let core = StreamingCore(runner: counting, spec: manifest.spec)
+                // The unrolled sampler where the runner loaded it (the manifest prefers it on this bundle).
+                let unrolled = runner.hasUnrolledSampler ? manifest.unrolledSamplerSteps : 0
+                let core = StreamingCore(runner: counting, spec: manifest.spec, unrolledSamplerSteps: unrolled)
                 let report = LatencyReport(name: "\(manifest.target)/\(manifest.recipe)", backend: backend,
                                            model: manifest.model, steps: settings.steps, spec: manifest.spec,
                                            rssMb: DeviceInfo.footprintMB)

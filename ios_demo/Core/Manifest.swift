@@ -43,6 +43,14 @@ public struct Manifest {
     public let digests: [String: String]
     /// Every file or folder the manifest's `files` lists, sorted.
     public let files: [String]
+    /// sampler.preferred: the sampler form the export measured as faster ("unrolled" / "stepwise").
+    public var samplerPreferred: String? = nil
+
+    /// T of the unrolled sampler artifact when the app should use it (the bundle has one and the export did
+    /// not measure T single calls as faster), else 0: runtime/backend.py BundleBackend.sample_window.
+    public var unrolledSamplerSteps: Int {
+        components["dpd_sampler"] != nil && samplerPreferred != "stepwise" ? steps : 0
+    }
 
     public static func load(bundleDir: URL) throws -> Manifest {
         let file = bundleDir.appendingPathComponent(BundleContract.MANIFEST_FILE)
@@ -129,7 +137,8 @@ public struct Manifest {
             spec: spec, prefillLen: try s("lm_prefill_len"),
             steps: try int(sampler, "sampler", "steps"), guidanceScale: try dbl(sampler, "sampler", "guidance_scale"),
             temperature: try dbl(sampler, "sampler", "temperature"), topK: try int(sampler, "sampler", "top_k"),
-            presets: presets, components: comps, bundleBytes: bytes, digests: digests, files: listed)
+            presets: presets, components: comps, bundleBytes: bytes, digests: digests, files: listed,
+            samplerPreferred: sampler["preferred"] as? String)
     }
 
     /// Every file the manifest lists, and each component's file, must exist in `bundleDir` (as Android's

@@ -10,6 +10,22 @@ public protocol ModelRunner {
     func dpd(z: [Float], angles: [Float], tokens: [Int64]) throws -> [Float]
     /// z [1, C, R + chunk + R] -> audio of the chunk's frames [chunk * hop].
     func vaeDecode(_ z: [Float]) throws -> [Float]
+    /// The bundle's unrolled `steps`-step sampler in one call: z [1, C, W], angles [1, W], target [1, W]
+    /// (1 on the frames to denoise), tokens [1, S], guidance [1] -> z [1, C, W]. Called only when
+    /// StreamingCore's `unrolledSamplerSteps` says the bundle has it and prefers it.
+    func dpdSampler(z: [Float], angles: [Float], target: [Float], tokens: [Int64], guidance: Float, steps: Int) throws -> [Float]
+    /// Whether `dpdSampler` works (the bundle's unrolled sampler was loaded).
+    var hasUnrolledSampler: Bool { get }
+}
+
+public struct UnrolledSamplerUnavailable: Error {}
+
+extension ModelRunner {
+    public var hasUnrolledSampler: Bool { false }
+
+    public func dpdSampler(z: [Float], angles: [Float], target: [Float], tokens: [Int64], guidance: Float, steps: Int) throws -> [Float] {
+        throw UnrolledSamplerUnavailable()
+    }
 }
 
 public struct AudioChunk {
@@ -25,14 +41,18 @@ public struct AudioChunk {
 private let halfPi = Float(Double.pi / 2)
 
 /// The streaming schedule of runtime/pipeline.py (and StreamingCore.kt), line for line. `emit`
-/// returns false to stop (the Stop button).
+/// returns false to stop (the Stop button). `unrolledSamplerSteps`: T of the bundle's unrolled sampler
+/// when the manifest prefers it (`Manifest.unrolledSamplerSteps`), else 0; a generation with that many
+/// steps makes one `dpdSampler` call per chunk instead of T `dpd` calls (BundleBackend.sample_window).
 public final class StreamingCore {
     public let runner: ModelRunner
     public let spec: StreamSpec
+    public let unrolledSamplerSteps: Int
 
-    public init(runner: ModelRunner, spec: StreamSpec) {
+    public init(runner: ModelRunner, spec: StreamSpec, unrolledSamplerSteps: Int = 0) {
         self.runner = runner
         self.spec = spec
+        self.unrolledSamplerSteps = unrolledSamplerSteps
     }
 
     public func numChunks(seconds: Double) -> Int {
@@ -99,8 +119,15 @@ public final class StreamingCore {
             let t1 = Date()
 
             for f in (j * c)..<((j + 1) * c) { angles[f] = halfPi }
-            zWin = try ddimSample(zWin, &angles, lo: j * c, hi: (j + 1) * c, tokens: tokens,
-                                  guidance: settings.guidanceScale, schedule: schedule)
+            if settings.steps == unrolledSamplerSteps {
+                var target = [Float](repeating: 0, count: w)
+                for f in (j * c)..<((j + 1) * c) { target[f] = 1 }
+                zWin = try runner.dpdSampler(z: zWin, angles: angles, target: target, tokens: tokens,
+                                             guidance: Float(settings.guidanceScale), steps: settings.steps)
+            } else {
+                zWin = try ddimSample(zWin, &angles, lo: j * c, hi: (j + 1) * c, tokens: tokens,
+                                      guidance: settings.guidanceScale, schedule: schedule)
+            }
             for f in (j * c)..<((j + 1) * c) { angles[f] = 0 }
             let t2 = Date()
 

@@ -179,6 +179,7 @@ def test_coreml_runner_names_are_the_contracts():
         ("lm", "decode"): ("decodeInputs", "decodeOutputs"),
         ("dpd", "forward"): ("dpdInputs", "dpdOutputs"),
         ("vae_decoder", "forward"): ("vaeInputs", "vaeOutputs"),
+        ("dpd_sampler", "forward"): ("samplerInputs", "samplerOutputs"),
     }
     for (comp, method), (ins, outs) in expected.items():
         assert [names[ins], names[outs]] == [list(x) for x in COMPONENTS[comp][method]], (comp, method)
@@ -188,7 +189,7 @@ def test_coreml_runner_names_are_the_contracts():
                        r"CoreMLNames\.(\w+), CoreMLNames\.(\w+)\)", text)  # fmt: skip
     wired = {(c, m or names["singleFunction"]): (i, o) for c, m, _, i, o in calls}
     assert wired == expected
-    assert {c for c, *_ in calls} == set(REQUIRED_COMPONENTS)
+    assert {c for c, *_ in calls} == {*REQUIRED_COMPONENTS, "dpd_sampler"}
     assert all((multi == "true") == (c == "lm") for c, _, multi, *_ in calls)
     assert "config.functionName = method" in text and "makeState()" in text
 
@@ -212,7 +213,7 @@ def test_coreml_runner_dtypes_and_functions_are_the_exporters(tiny_model):
 def test_executorch_runner_calls_methods_the_bundles_have():
     text = (APP / "ExecuTorchRunner.swift").read_text()
     loaded = re.findall(r'module\("(\w+)", \["(\w+)"\]\)', text)
-    assert {c for c, _ in loaded} == set(REQUIRED_COMPONENTS)
+    assert {c for c, _ in loaded} == {*REQUIRED_COMPONENTS, "dpd_sampler"}
     for comp, method in loaded:
         assert method in COMPONENTS[comp], (comp, method)
     executed = set(re.findall(r'run\(\w+, "(\w+)"', text))

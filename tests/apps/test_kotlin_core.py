@@ -72,6 +72,12 @@ def test_trace_round_trip(bundle_factory, tmp_path):
     assert dpd["z"].shape[0] == 2 and (dpd["tokens"][1] == backend.spec.null_token).all()  # guidance batch
 
 
+def run_core(core_jar: Path, *args: Path) -> subprocess.CompletedProcess:
+    """CoreTests.kt's main: VECTORS.json TRACE.bin [BUNDLE_DIR]."""
+    command = ["java", "-cp", str(core_jar), "ai.melodyedge.core.CoreTestsKt", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def core_jar(tmp_path_factory) -> Path:
     jar = tmp_path_factory.mktemp("kotlin") / "core.jar"
@@ -87,20 +93,7 @@ def test_kotlin_core_replays_the_runtime(core_jar, bundle_factory, tmp_path):
     settings = GenerationSettings(seconds=11.3, steps=2, guidance_scale=2.5, temperature=1.0, top_k=20, seed=11)
     codes = manifest["presets"][0]["tokens"]
     record_trace(backend, backend.spec, codes, settings, tmp_path / "trace.bin")
-    proc = subprocess.run(
-        [
-            "java",
-            "-cp",
-            str(core_jar),
-            "ai.melodyedge.core.CoreTestsKt",
-            str(vectors),
-            str(tmp_path / "trace.bin"),
-            str(bundle),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_core(core_jar, vectors, tmp_path / "trace.bin", bundle)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     # 11.3 s = 5 chunks (the 5th slides the window once); 271 200 samples at 24 kHz.
     assert "OK" in proc.stdout and "5 chunks, 271200 samples" in proc.stdout
@@ -125,10 +118,36 @@ def test_kotlin_replay_catches_a_wrong_input(core_jar, bundle_factory, tmp_path)
     at = raw.index(marker) + len(marker) + 8
     raw[at] ^= 0x01
     path.write_bytes(bytes(raw))
-    proc = subprocess.run(
-        ["java", "-cp", str(core_jar), "ai.melodyedge.core.CoreTestsKt", str(vectors), str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_core(core_jar, vectors, path)
     assert proc.returncode == 1 and "dpd (call" in proc.stderr and "tokens" in proc.stderr
+
+
+@pytest.mark.parametrize("preferred", ["unrolled", "stepwise"])
+def test_kotlin_core_follows_the_bundles_preferred_sampler(core_jar, bundle_factory, tmp_path, preferred):
+    """With the unrolled sampler allowed, the runtime makes one dpd_sampler call per chunk where the manifest
+    prefers it and T dpd calls where it does not; the core, reading the same manifest, must do the same."""
+    import shutil
+
+    vectors = tmp_path / "vectors.json"
+    vectors.write_text(json.dumps(_vectors()))
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_factory("onnx", "fp32", sampler_artifact=True), bundle)
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["sampler"]["preferred"] = preferred  # what the export measured varies from host to host
+    manifest_path.write_text(json.dumps(manifest))
+    backend, manifest = open_bundle(bundle)
+    settings = GenerationSettings(seconds=6.0, steps=manifest["sampler"]["steps"], top_k=20, seed=3)
+    info = record_trace(backend, backend.spec, list(range(12)), settings, tmp_path / "trace.bin", True)
+    chunks = 3  # 6 s of 2.5 s chunks
+    if preferred == "unrolled":
+        assert info["events"]["dpd_sampler"] == chunks and "dpd" not in info["events"]
+    else:
+        assert info["events"]["dpd"] == chunks * settings.steps and "dpd_sampler" not in info["events"]
+    proc = run_core(core_jar, vectors, tmp_path / "trace.bin", bundle)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    unrolled_calls = chunks if preferred == "unrolled" else 0
+    assert f"sampler calls: {unrolled_calls} unrolled, {chunks * settings.steps} dpd passes" in proc.stdout
+    report = json.loads((tmp_path / "trace.bin.report.json").read_text())
+    jsonschema.validate(report, bench_schema())
+    assert report["runs"][0]["sampler_artifact_calls"] == unrolled_calls

@@ -20,7 +20,9 @@ const val EXECUTORCH_VERSION = "1.5.1"
  * [ModelRunner] over a bundle's .pte programs, called the way runtime/executorch_backend.py calls them:
  * lm.pte `decode` (token [1, 1] int64, pos [1] int64 -> logits [1, V]), dpd.pte `forward` (z [2, C, W],
  * angles [2, W] float32, tokens [2, S] int64 -> v [2, C, W]) and vae_decoder.pte `forward`
- * (z [1, C, R + chunk + R] -> audio [1, chunk * hop]). Shapes come from the manifest.
+ * (z [1, C, R + chunk + R] -> audio [1, chunk * hop]); dpd_sampler.pte `forward` (z [1, C, W], angles [1, W],
+ * target [1, W] float32, tokens [1, S], guidance [1] -> z [1, C, W]) where the manifest prefers it. Shapes come
+ * from the manifest.
  *
  * Not thread-safe: one generation at a time (ExecuTorch's Module locks each call anyway).
  */
@@ -34,11 +36,19 @@ class ExecuTorchRunner(bundle: File, private val manifest: Manifest, numThreads:
     private val dpdForward: BoundMethod
     private val vaeForward: BoundMethod
 
+    // The unrolled T-step sampler (dpd_sampler.pte), loaded only where the core will call it.
+    private val samplerForward: BoundMethod?
+
     init {
         try {
             lmDecode = bind(bundle, numThreads, "lm", "decode", BundleContract.LM_DECODE_INPUTS)
             dpdForward = bind(bundle, numThreads, "dpd", "forward", BundleContract.DPD_FORWARD_INPUTS)
             vaeForward = bind(bundle, numThreads, "vae_decoder", "forward", BundleContract.VAE_DECODER_FORWARD_INPUTS)
+            samplerForward = if (manifest.unrolledSamplerSteps > 0) {
+                bind(bundle, numThreads, "dpd_sampler", "forward", BundleContract.DPD_SAMPLER_FORWARD_INPUTS)
+            } else {
+                null
+            }
         } catch (e: Exception) {
             close() // free the programs already loaded before reporting the bad one
             throw e
@@ -46,7 +56,9 @@ class ExecuTorchRunner(bundle: File, private val manifest: Manifest, numThreads:
     }
 
     /** Backends each loaded method was delegated to (e.g. XnnpackBackend), for the status line. */
-    val backends: Map<String, List<String>> = listOf(lmDecode, dpdForward, vaeForward).associate { m ->
+    val hasUnrolledSampler: Boolean get() = samplerForward != null
+
+    val backends: Map<String, List<String>> = listOfNotNull(lmDecode, dpdForward, vaeForward, samplerForward).associate { m ->
         "${m.component}.${m.method}" to m.module.getMethodMetadata(m.method).backends.toList()
     }
 
@@ -86,6 +98,16 @@ class ExecuTorchRunner(bundle: File, private val manifest: Manifest, numThreads:
         dpdForward.floats("angles", angles)
         dpdForward.longs("tokens", tokens)
         return dpdForward.run(z.size)
+    }
+
+    override fun dpdSampler(z: FloatArray, angles: FloatArray, target: FloatArray, tokens: LongArray, guidance: Float, steps: Int): FloatArray {
+        val m = samplerForward ?: throw IllegalStateException("this bundle's unrolled sampler was not loaded")
+        m.floats("z", z)
+        m.floats("angles", angles)
+        m.floats("target", target)
+        m.longs("tokens", tokens)
+        m.floats("guidance", floatArrayOf(guidance))
+        return m.run(z.size)
     }
 
     override fun vaeDecode(z: FloatArray): FloatArray {

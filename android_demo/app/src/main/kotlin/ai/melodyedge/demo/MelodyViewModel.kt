@@ -163,7 +163,8 @@ class MelodyViewModel(app: Application) : AndroidViewModel(app) {
         val spec = b.manifest.spec
         val settings = GenerationSettings(seconds ?: UNTIL_STOP_SECONDS, b.manifest.steps, b.manifest.guidanceScale, b.temperature, b.topK, SEED)
         val counting = CountingRunner(r)
-        val core = StreamingCore(counting, spec)
+        // The unrolled sampler where the bundle has it and its export measured it as the faster form.
+        val core = StreamingCore(counting, spec, if (r.hasUnrolledSampler) b.manifest.unrolledSamplerSteps else 0)
         audio?.release()
         val player = AudioStreamer(spec.sampleRate, viewModelScope).also { audio = it }
         val length = if (seconds == null) "until Stop" else "${seconds.toInt()} s"

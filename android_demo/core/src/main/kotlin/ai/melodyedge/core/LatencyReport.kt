@@ -6,9 +6,12 @@ import kotlin.math.floor
 /** `melody-edge bench`'s count of MusicLM's network passes per second of audio (runtime/bench.py). */
 const val MUSICLM_NFE_PER_SECOND = 25 + 200 + 400
 
+/** The calls that are network forward passes (a dpd_sampler call adds its T passes to "dpd"). */
+val NFE_CALLS = listOf("dpd", "lm_decode", "lm_prefill", "vae_decode")
+
 /** Wraps the shell's runner to count network calls, as runtime/bench.py's recorder does. */
 class CountingRunner(private val inner: ModelRunner) : ModelRunner by inner {
-    val counts = linkedMapOf("dpd" to 0, "lm_decode" to 0, "lm_prefill" to 0, "vae_decode" to 0)
+    val counts = linkedMapOf("dpd" to 0, "lm_decode" to 0, "lm_prefill" to 0, "vae_decode" to 0, "dpd_sampler" to 0)
 
     override fun lmPrefill(ids: LongArray, startPos: Int): FloatArray = inner.lmPrefill(ids, startPos).also { bump("lm_prefill") }
 
@@ -17,6 +20,13 @@ class CountingRunner(private val inner: ModelRunner) : ModelRunner by inner {
     override fun dpd(z: FloatArray, angles: FloatArray, tokens: LongArray): FloatArray = inner.dpd(z, angles, tokens).also { bump("dpd") }
 
     override fun vaeDecode(z: FloatArray): FloatArray = inner.vaeDecode(z).also { bump("vae_decode") }
+
+    // One call, but [steps] guided network passes inside (counted as dpd passes, as runtime/bench.py does).
+    override fun dpdSampler(z: FloatArray, angles: FloatArray, target: FloatArray, tokens: LongArray, guidance: Float, steps: Int): FloatArray =
+        inner.dpdSampler(z, angles, target, tokens, guidance, steps).also {
+            bump("dpd_sampler")
+            counts["dpd"] = counts.getValue("dpd") + steps
+        }
 
     private fun bump(k: String) {
         counts[k] = counts.getValue(k) + 1
@@ -95,7 +105,7 @@ class LatencyReport(
         val wall = clock() - start
         val full = chunks.filter { (it["tokens"] as Int) > 0 } // kept entries only: the percentiles' sample
         val lat = full.map { it["latency_s"] as Double }
-        val nfe = counts.values.sum()
+        val nfe = NFE_CALLS.sumOf { counts[it] ?: 0 }
         val run = linkedMapOf(
             "name" to name, "kind" to "bundle", "backend" to backend, "model" to model, "seconds" to audioSeconds,
             "steps" to steps, "time_to_first_audio_s" to firstAudio, "wall_s" to wall,
@@ -109,7 +119,7 @@ class LatencyReport(
             "peak_rss_mb" to peakRss, "bundle_bytes" to bundleBytes,
             "nfe_per_10s" to nfe * 10.0 / maxOf(audioSeconds, 1e-9),
             "musiclm_nfe_per_10s" to MUSICLM_NFE_PER_SECOND * 10, "audio_finite" to allFinite,
-            "speedup_vs_eager" to null, "chunks" to chunks.toList(),
+            "speedup_vs_eager" to null, "sampler_artifact_calls" to (counts["dpd_sampler"] ?: 0), "chunks" to chunks.toList(),
         )
         val root = linkedMapOf(
             "schema_version" to 1, "created" to created, "machine" to machine, "seconds" to audioSeconds, "runs" to listOf(run),

@@ -15,7 +15,16 @@ class Manifest(
     val guidanceScale: Double,
     val presets: List<Preset>,
     val components: Map<String, Map<String, Any?>>,
+    /** sampler.preferred: which sampler form the export measured as faster on its host ("unrolled" / "stepwise"). */
+    val samplerPreferred: String? = null,
 ) {
+    /**
+     * T of the unrolled sampler artifact when the app should use it (the bundle has one and the export
+     * did not measure T single calls as faster), else 0: runtime/backend.py BundleBackend.sample_window.
+     */
+    val unrolledSamplerSteps: Int
+        get() = if ("dpd_sampler" in components && samplerPreferred != "stepwise") steps else 0
+
     companion object {
         fun load(bundleDir: File): Manifest {
             val file = File(bundleDir, BundleContract.MANIFEST_FILE)
@@ -64,7 +73,10 @@ class Manifest(
                 Preset(p["name"] as String, p["prompt"] as String, tokens)
             }
             val recipe = (m["recipe"] as? Map<String, Any?>)?.get("name") as? String ?: "?"
-            return Manifest(m["target"] as String, recipe, spec, sampler.int("steps"), sampler.dbl("guidance_scale"), presets, comps)
+            val preferred = sampler["preferred"] as? String
+            return Manifest(
+                m["target"] as String, recipe, spec, sampler.int("steps"), sampler.dbl("guidance_scale"), presets, comps, preferred,
+            )
         }
     }
 }

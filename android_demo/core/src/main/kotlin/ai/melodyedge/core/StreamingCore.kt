@@ -20,6 +20,14 @@ interface ModelRunner {
     /** z [1, C, R + chunk + R] -> audio of the chunk's frames [chunk * hop]. */
     fun vaeDecode(z: FloatArray): FloatArray
 
+    /**
+     * The bundle's unrolled [steps]-step sampler in one call: z [1, C, W], angles [1, W], target [1, W]
+     * (1 on the frames to denoise), tokens [1, S], guidance [1] -> z [1, C, W]. Only called when
+     * [StreamingCore]'s unrolledSamplerSteps says the bundle has it and prefers it.
+     */
+    fun dpdSampler(z: FloatArray, angles: FloatArray, target: FloatArray, tokens: LongArray, guidance: Float, steps: Int): FloatArray =
+        throw UnsupportedOperationException("this runner has no unrolled sampler; build StreamingCore with unrolledSamplerSteps = 0")
+
     /** Called with every block of noise the core draws (a replay checks it). */
     fun noiseDrawn(values: FloatArray) {}
 }
@@ -40,8 +48,13 @@ private val HALF_PI_F = (Math.PI / 2).toFloat()
  * The streaming schedule of runtime/pipeline.py, line for line: progressive first window, then
  * continuation by one chunk; the DDIM sampler with both guidance passes batched; VAE decode of the
  * chunk whose right context is final. [emit] returns false to stop (the Stop button).
+ *
+ * [unrolledSamplerSteps]: T of the bundle's unrolled sampler when the manifest prefers it
+ * ([Manifest.unrolledSamplerSteps]), else 0; a generation with that many steps makes one
+ * [ModelRunner.dpdSampler] call per chunk instead of T [ModelRunner.dpd] calls, as
+ * runtime/backend.py BundleBackend.sample_window does.
  */
-class StreamingCore(private val runner: ModelRunner, val spec: StreamSpec) {
+class StreamingCore(private val runner: ModelRunner, val spec: StreamSpec, val unrolledSamplerSteps: Int = 0) {
     fun numChunks(seconds: Double): Int {
         val latentRate = spec.sampleRate.toDouble() / spec.hopLength
         return max(1, ceil(seconds * latentRate / spec.chunkFrames - 1e-9).toInt())
@@ -119,7 +132,12 @@ class StreamingCore(private val runner: ModelRunner, val spec: StreamSpec) {
             val t1 = System.nanoTime()
 
             angles.fill(HALF_PI_F, j * c, (j + 1) * c)
-            zWin = ddimSample(zWin, angles, j * c, (j + 1) * c, tokens, settings.guidanceScale, schedule)
+            zWin = if (settings.steps == unrolledSamplerSteps) {
+                val target = FloatArray(w).also { it.fill(1f, j * c, (j + 1) * c) }
+                runner.dpdSampler(zWin, angles.copyOf(), target, tokens.copyOf(), settings.guidanceScale.toFloat(), settings.steps)
+            } else {
+                ddimSample(zWin, angles, j * c, (j + 1) * c, tokens, settings.guidanceScale, schedule)
+            }
             angles.fill(0f, j * c, (j + 1) * c)
             val t2 = System.nanoTime()
 

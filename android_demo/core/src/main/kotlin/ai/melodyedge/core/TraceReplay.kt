@@ -30,6 +30,9 @@ class Trace(val header: Map<String, Any?>, val records: List<TraceRecord>) {
         }
     val prefixCodes: IntArray get() = (header["prefix_codes"] as List<*>).map { (it as Number).toInt() }.toIntArray()
 
+    /** Whether the runtime was allowed the bundle's unrolled sampler (it used it where the manifest prefers it). */
+    val samplerArtifact: Boolean get() = header["sampler_artifact"] == true
+
     companion object {
         /** Reads the format written by runtime/trace.py. */
         fun read(file: File): Trace {
@@ -136,6 +139,18 @@ class ReplayRunner(private val trace: Trace, private val tolerance: Float = 1e-5
         checkFloats("$where angles", angles, rec.arrays.getValue("angles"), exact = true)
         checkFloats("$where z", z, rec.arrays.getValue("z"))
         return rec.arrays.getValue("v").floats!!
+    }
+
+    override fun dpdSampler(z: FloatArray, angles: FloatArray, target: FloatArray, tokens: LongArray, guidance: Float, steps: Int): FloatArray {
+        val rec = next("dpd_sampler")
+        val where = "dpd_sampler (call ${cursor - 1})"
+        checkLongs("$where tokens", tokens, rec.arrays.getValue("tokens"))
+        checkFloats("$where angles", angles, rec.arrays.getValue("angles"), exact = true)
+        checkFloats("$where target", target, rec.arrays.getValue("target"), exact = true)
+        checkFloats("$where guidance", floatArrayOf(guidance), rec.arrays.getValue("guidance"), exact = true)
+        if (scalar(rec, "steps") != steps.toLong()) throw TraceMismatch("$where: steps $steps, runtime ${scalar(rec, "steps")}")
+        checkFloats("$where z", z, rec.arrays.getValue("z"))
+        return rec.arrays.getValue("z_out").floats!!
     }
 
     override fun vaeDecode(z: FloatArray): FloatArray {

@@ -96,7 +96,9 @@ fun main(args: Array<String>) {
     reportCap(trace.spec)
     val runner = ReplayRunner(trace)
     val counting = CountingRunner(runner)
-    val core = StreamingCore(counting, trace.spec)
+    // The app's choice of sampler form comes from the bundle's manifest, as in MelodyViewModel.
+    val unrolled = if (trace.samplerArtifact && args.size == 3) Manifest.load(File(args[2])).unrolledSamplerSteps else 0
+    val core = StreamingCore(counting, trace.spec, unrolled)
     val report = LatencyReport("replay", "trace", "tiny", trace.settings.steps, trace.spec, { Runtime.getRuntime().totalMemory() / 1e6 })
     var samples = 0L
     var chunks = 0
@@ -118,6 +120,7 @@ fun main(args: Array<String>) {
     val want = Math.round(trace.settings.seconds * trace.spec.sampleRate)
     check(samples == want) { "streamed $samples samples, expected $want" }
     println("replayed ${trace.records.size} calls, $chunks chunks, $samples samples, max float error ${runner.maxFloatError}")
+    println("sampler calls: ${counting.counts["dpd_sampler"]} unrolled, ${counting.counts["dpd"]} dpd passes")
     if (failures > 0) {
         System.err.println("$failures check(s) failed")
         exitProcess(1)
