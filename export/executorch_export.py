@@ -7,6 +7,7 @@ share the KV cache as initialised mutable buffers.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -53,14 +54,6 @@ def lower_to_pte(
     from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
 
     passes = [InitializedMutableBufferPass(list(shared_state))] if shared_state else []
-    # The edge-dialect dtype verifier re-runs after every pass and dominated lowering time (about half);
-    # the parity gate checks the lowered program end to end instead, as ExecuTorch's LLM exporter does.
-    edge = to_edge_transform_and_lower(
-        programs,
-        partitioner=partitioners if partitioners is not None else _partitioners(target),
-        transform_passes=passes,
-        compile_config=EdgeCompileConfig(_check_ir_validity=False),
-    )
     config = ExecutorchBackendConfig(
         memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=bool(shared_state)),
         emit_mutable_buffer_names=bool(shared_state),
@@ -69,7 +62,21 @@ def lower_to_pte(
         # docs/benchmarks.md); reinplaced, it writes only the new position.
         run_reinplace_pass=True,
     )
-    program = edge.to_executorch(config)
+    with warnings.catch_warnings():
+        # ExecuTorch's passes deep-copy programs through a torch pytree path that warns once per copy
+        # (a dozen times per bundle) about its own deprecated LeafSpec check: nothing a user can act on.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        if shared_state:  # InitializedMutableBufferPass above is what this warning asks for; it warns anyway
+            warnings.filterwarnings("ignore", message="Mutation on a buffer in the model is detected")
+        # The edge-dialect dtype verifier re-runs after every pass and dominated lowering time (about half);
+        # the parity gate checks the lowered program end to end instead, as ExecuTorch's LLM exporter does.
+        edge = to_edge_transform_and_lower(
+            programs,
+            partitioner=partitioners if partitioners is not None else _partitioners(target),
+            transform_passes=passes,
+            compile_config=EdgeCompileConfig(_check_ir_validity=False),
+        )
+        program = edge.to_executorch(config)
     data = program.buffer
     path.write_bytes(data)
     return len(data)

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from .backend import Backend, StreamSpec
 from .pipeline import GenerationSettings, StreamingGenerator
-from .wav import StreamingWavWriter, atomic_write_text
+from .wav import StreamingWavWriter, atomic_write_text, sigint_deferred
 
 
 def peak_rss_mb() -> float:
@@ -53,22 +53,23 @@ def generate_to_wav(
         with StreamingWavWriter(out, spec.sample_rate) as wav:
             last = start
             for chunk in gen.stream(prefix_codes, settings):
-                wav.write(chunk.audio)
-                now = time.perf_counter()
-                if first_audio is None:
-                    first_audio = now - start
-                audio_s += chunk.audio.size / spec.sample_rate
-                chunks.append(
-                    {
-                        "index": chunk.index,
-                        "samples": int(chunk.audio.size),
-                        "lm_s": chunk.lm_seconds,
-                        "dpd_s": chunk.dpd_seconds,
-                        "vae_s": chunk.vae_seconds,
-                        "latency_s": now - last,
-                        "tokens": len(chunk.tokens),
-                    }
-                )
+                with sigint_deferred():  # the WAV and the report always hold the same chunks
+                    wav.write(chunk.audio)
+                    now = time.perf_counter()
+                    if first_audio is None:
+                        first_audio = now - start
+                    audio_s += chunk.audio.size / spec.sample_rate
+                    chunks.append(
+                        {
+                            "index": chunk.index,
+                            "samples": int(chunk.audio.size),
+                            "lm_s": chunk.lm_seconds,
+                            "dpd_s": chunk.dpd_seconds,
+                            "vae_s": chunk.vae_seconds,
+                            "latency_s": now - last,
+                            "tokens": len(chunk.tokens),
+                        }
+                    )
                 last = now
                 if chunk.index < n_chunks:
                     bar.update(1)

@@ -44,13 +44,25 @@ def _cached(path: Path, build: Callable[[], dict[str, Tensor]], log: Log | None)
     return tensors
 
 
+def per_clip(audio: AudioSet, fn: Callable[[Tensor], Tensor], what: str, log: Log | None) -> list[Tensor]:
+    """``fn`` of every clip (``[1, N]`` in), logging progress every tenth of the clips: a learned tokenizer's
+    encoder (MERT on a CPU) takes seconds per clip."""
+    out, n = [], len(audio.audio)
+    for i, clip in enumerate(audio.audio):
+        out.append(fn(clip[None]))
+        if log and n >= 20 and ((i + 1) % max(1, n // 10) == 0 or i + 1 == n):
+            log(f"  {what}: {i + 1}/{n} clips")
+    return out
+
+
 def semantic_tokens(
     cache: Path, split: str, audio: AudioSet, tokenizer: CentroidTokenizer, digest: str, log: Log | None = None
 ) -> list[Tensor]:
     """Tokens of every clip of the split: list of long [T_i]."""
 
     def build() -> dict[str, Tensor]:
-        return {c.id: tokenizer.tokenize(a[None])[0] for c, a in zip(audio.clips, audio.audio, strict=True)}
+        tokens = per_clip(audio, lambda a: tokenizer.tokenize(a)[0], f"{split} tokens", log)
+        return {c.id: t for c, t in zip(audio.clips, tokens, strict=True)}
 
     got = _cached(cache / f"tokens-{split}-{digest}.safetensors", build, log)
     return [got[c.id] for c in audio.clips]

@@ -105,7 +105,8 @@ def fit_tokenizer(
     train = AudioSet(split_clips(read_index(data), TRAIN), cfg.sample_rate, cfg.tokenizer.hop_length)
     log(f"[tokenizer] features of {len(train)} clips, k-means with {cfg.tokenizer.vocab_size} centroids")
     tok = build_tokenizer(cfg.tokenizer)
-    history = tok.fit(train.audio, seed=seed, max_frames=max_frames)
+    feats = features.per_clip(train, lambda a: tok.features(a)[0], "features", log)
+    history = tok.fit(torch.cat(feats), seed=seed, max_frames=max_frames)
     used = int(torch.unique(torch.cat([tok.tokenize(a[None])[0] for a in train.audio[:64]])).numel())
     report = {
         "kind": cfg.tokenizer.kind,
