@@ -76,6 +76,13 @@ def info(checkpoint: Path | None, config_name: str | None, as_json: bool) -> Non
     "--out", type=click.Path(path_type=Path), default=Path("out/melody.wav"), show_default=True, help="WAV file."
 )
 @click.option("--steps", type=int, default=None, help="Sampler steps T (default: the config's).")
+@click.option(
+    "--first-steps",
+    type=int,
+    default=0,
+    help="Sampler steps of the first chunk only (default: --steps). Fewer bring the first audio sooner; "
+    "that chunk is coarser.",
+)
 @click.option("--cfg", "guidance", type=float, default=None, help="Guidance scale (default: the config's, 2.5).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", type=float, default=None, help="LM sampling temperature (0 = greedy).")
@@ -91,6 +98,7 @@ def generate(
     seconds: float,
     out: Path,
     steps: int | None,
+    first_steps: int,
     guidance: float | None,
     seed: int,
     temperature: float | None,
@@ -106,6 +114,7 @@ def generate(
         seconds=seconds,
         out=out,
         steps=steps,
+        first_steps=first_steps,
         guidance_scale=guidance,
         seed=seed,
         temperature=temperature,
@@ -317,6 +326,13 @@ def verify(
 @click.option("--seconds", type=float, default=10.0, show_default=True, help="Audio streamed per run.")
 @click.option("--threads", type=int, default=None, help="CPU threads per run (default: all cores).")
 @click.option("--steps", type=int, default=None, help="Sampler steps (default: each bundle's).")
+@click.option(
+    "--first-steps",
+    type=int,
+    default=0,
+    help="Sampler steps of the first chunk only (default: --steps). Fewer bring the first audio sooner; "
+    "that chunk is coarser.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-eager", is_flag=True, help="Leave out the PyTorch eager reference run.")
 @click.option("--stepwise", is_flag=True, help="Run T network calls even where a bundle has the unrolled sampler.")
@@ -327,6 +343,7 @@ def bench_cmd(
     seconds: float,
     threads: int | None,
     steps: int | None,
+    first_steps: int,
     seed: int,
     no_eager: bool,
     stepwise: bool,
@@ -343,6 +360,7 @@ def bench_cmd(
             seconds=seconds,
             threads=threads,
             steps=steps,
+            first_steps=first_steps,
             seed=seed,
             include_eager=not no_eager,
             use_sampler=not stepwise,

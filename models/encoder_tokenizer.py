@@ -174,13 +174,20 @@ class EncoderSemanticTokenizer(CentroidTokenizer):
         return h[:, :need].reshape(b, t, cfg.frames_per_token, -1).mean(2)
 
 
+ENCODER_ENV = "MELODY_AUDIO_ENCODER"
+
+
 def load_audio_encoder(config: EncoderTokenizerConfig) -> tuple[Any, Any]:
-    """(model, feature extractor) from ``config.encoder_dir``, offline, checked against ``encoder_sha256``."""
-    model_dir = Path(config.encoder_dir)
+    """(model, feature extractor) from ``config.encoder_dir``, offline, checked against ``encoder_sha256``.
+
+    ``$MELODY_AUDIO_ENCODER`` names another directory for it (a checkpoint moved to a machine where the
+    encoder lives elsewhere); the sha256 check still applies.
+    """
+    model_dir = Path(os.environ.get(ENCODER_ENV) or config.encoder_dir)
     if not (model_dir / "config.json").is_file():
         raise AudioEncoderUnavailable(
             f"the semantic tokenizer needs the audio encoder at {model_dir}, which is not a model directory "
-            "(no config.json). " + _INSTALL_HINT
+            f"(no config.json). Point ${ENCODER_ENV} at the encoder's directory if it lives elsewhere. " + _INSTALL_HINT
         )
     if config.encoder_sha256 and encoder_weights_sha256(model_dir) != config.encoder_sha256:
         raise AudioEncoderUnavailable(

@@ -39,7 +39,14 @@ SATURATION = 0.99  # |sample| above this counts as saturated
 
 
 def _run_one(
-    kind: str, bundle: str, seconds: float, steps: int | None, threads: int | None, seed: int, use_sampler: bool = True
+    kind: str,
+    bundle: str,
+    seconds: float,
+    steps: int | None,
+    threads: int | None,
+    seed: int,
+    use_sampler: bool = True,
+    first_steps: int = 0,
 ) -> dict:
     """Stream ``seconds`` of audio with one backend and measure it (runs inside the child process)."""
     import torch
@@ -77,6 +84,7 @@ def _run_one(
         temperature=sampler["temperature"],
         top_k=sampler["top_k"],
         seed=seed,
+        first_steps=first_steps,
     )
     codes, _ = bundle_conditioning(bundle, manifest, None, None)
     counts = {"dpd": 0, "lm_decode": 0, "lm_prefill": 0, "vae_decode": 0, "dpd_sampler": 0}
@@ -136,6 +144,7 @@ def _run_one(
         "onnx_threads": onnx_threads,
         "seconds": audio_s,
         "steps": settings.steps,
+        "first_steps": settings.first_steps or settings.steps,
         "load_s": load_s,
         "time_to_first_audio_s": first_audio,
         "wall_s": wall,
@@ -204,6 +213,7 @@ def bench(
     isolate: bool = True,
     use_sampler: bool = True,
     log: Callable[[str], None] = lambda _: None,
+    first_steps: int = 0,
 ) -> dict:
     """Benchmark every bundle, plus the eager reference of each distinct model among them, in one run.
 
@@ -224,7 +234,7 @@ def bench(
     eager_runs = {}
     for kind, path in plan:
         log(f"benchmarking {'eager reference of ' if kind == 'eager' else ''}{path} ({seconds:g} s of audio) ...")
-        run = runner(kind, path, seconds, steps, threads, seed, use_sampler)
+        run = runner(kind, path, seconds, steps, threads, seed, use_sampler, first_steps)
         run["model_key"] = model_of[path]
         runs.append(run)
         if kind == "eager":

@@ -54,6 +54,7 @@ def generate_from_bundle(
     steps: int | None = None,
     guidance_scale: float | None = None,
     seed: int = 0,
+    first_steps: int = 0,
     temperature: float | None = None,
     top_k: int | None = None,
     progress: bool = True,
@@ -67,6 +68,7 @@ def generate_from_bundle(
         temperature=sampler["temperature"] if temperature is None else temperature,
         top_k=sampler["top_k"] if top_k is None else top_k,
         seed=seed,
+        first_steps=first_steps,
     )
     codes, source = bundle_conditioning(bundle, manifest, prompt, tokens)
     extra = {

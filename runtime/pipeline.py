@@ -42,12 +42,17 @@ class GenerationSettings:
     temperature: float = 1.0
     top_k: int = 0
     seed: int = 0
+    # Sampler steps of the first chunk only (0: ``steps``). Fewer steps there shorten the time to first
+    # audio, which waits for the whole first denoise, at the cost of a coarser first chunk (docs/streaming.md).
+    first_steps: int = 0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.seconds) and self.seconds > 0):
             raise ValueError(f"seconds must be a positive number, got {self.seconds}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.first_steps < 0:
+            raise ValueError(f"first_steps must be >= 1, or 0 for the same as steps, got {self.first_steps}")
         if self.guidance_scale < 0:
             raise ValueError(f"guidance scale must be >= 0, got {self.guidance_scale}")
         if self.temperature < 0:
@@ -103,7 +108,8 @@ class StreamingGenerator:
         s, p = spec.window_tokens, spec.prefix_levels
         total_samples = round(settings.seconds * spec.sample_rate)
         n_chunks = self.num_chunks(settings.seconds)
-        schedule = angle_schedule(settings.steps)
+        first_steps = settings.first_steps or settings.steps
+        schedules = {first_steps: angle_schedule(first_steps), settings.steps: angle_schedule(settings.steps)}
         tok_rng = PortableRng(settings.seed, STREAM_TOKENS)
         noise_rng = PortableRng(settings.seed, STREAM_NOISE)
 
@@ -161,7 +167,8 @@ class StreamingGenerator:
             target = torch.zeros(1, spec.window_frames, dtype=torch.bool)
             target[:, j * c : (j + 1) * c] = True
             angles[:, j * c : (j + 1) * c] = HALF_PI
-            z_win = self._sample(z_win, angles, target, tokens, settings, schedule)
+            steps = first_steps if g == 0 else settings.steps
+            z_win = self._sample(z_win, angles, target, tokens, settings, steps, schedules[steps])
             angles[:, j * c : (j + 1) * c] = 0.0
             t2 = time.perf_counter()
 
@@ -185,12 +192,12 @@ class StreamingGenerator:
             empty = np.zeros((spec.latent_channels, 0), dtype=np.float32)
             yield AudioChunk(n_chunks, audio.numpy(), emitted, [], empty, 0.0, 0.0, time.perf_counter() - t0)
 
-    def _sample(self, z, angles, target, tokens, settings: GenerationSettings, schedule) -> Tensor:
+    def _sample(self, z, angles, target, tokens, settings: GenerationSettings, steps: int, schedule) -> Tensor:
         if self.use_sampler_artifact:
-            out = self.backend.sample_window(z, angles, target, tokens, settings.guidance_scale, settings.steps)
+            out = self.backend.sample_window(z, angles, target, tokens, settings.guidance_scale, steps)
             if out is not None:
                 payload = {"z": z, "angles": angles, "target": target.float(), "tokens": tokens}
-                payload.update(guidance=torch.tensor([float(settings.guidance_scale)]), steps=settings.steps, z_out=out)
+                payload.update(guidance=torch.tensor([float(settings.guidance_scale)]), steps=steps, z_out=out)
                 self._record("dpd_sampler", payload)
                 return out
         return ddim_sample(
@@ -199,7 +206,7 @@ class StreamingGenerator:
             angles,
             target,
             tokens,
-            steps=settings.steps,
+            steps=steps,
             guidance_scale=settings.guidance_scale,
             null_token=self.spec.null_token,
             schedule=schedule,

@@ -37,6 +37,7 @@ def generate_reference(
     steps: int | None = None,
     guidance_scale: float | None = None,
     seed: int = 0,
+    first_steps: int = 0,
     temperature: float | None = None,
     top_k: int | None = None,
     progress: bool = True,
@@ -50,6 +51,7 @@ def generate_reference(
         temperature=c.temperature if temperature is None else temperature,
         top_k=c.top_k if top_k is None else top_k,
         seed=seed,
+        first_steps=first_steps,
     )
     codes = resolve_conditioning(model, prompt, tokens)
     backend = EagerBackend(model)

@@ -40,15 +40,21 @@ public struct GenerationSettings {
     public var temperature: Double = 1.0
     public var topK: Int = 0
     public var seed: UInt64 = 0
+    /// Sampler steps of the first chunk only (0: `steps`): fewer bring the first audio sooner.
+    public var firstSteps: Int = 0
 
     // Spelled out: a memberwise initialiser is internal, and the app (another module) builds settings.
     public init(seconds: Double, steps: Int, guidanceScale: Double = 2.5, temperature: Double = 1.0,
-                topK: Int = 0, seed: UInt64 = 0) {
+                topK: Int = 0, seed: UInt64 = 0, firstSteps: Int = 0) {
         self.seconds = seconds
         self.steps = steps
         self.guidanceScale = guidanceScale
         self.temperature = temperature
         self.topK = topK
         self.seed = seed
+        self.firstSteps = firstSteps
     }
+
+    /// Sampler steps of global chunk `g`.
+    public func stepsFor(_ g: Int) -> Int { g == 0 && firstSteps > 0 ? firstSteps : steps }
 }

@@ -67,7 +67,7 @@ public final class StreamingCore {
         let w = s.windowFrames, nTok = s.windowTokens, p = s.prefixLevels
         let totalSamples = Int((settings.seconds * Double(s.sampleRate)).rounded())
         let nChunks = numChunks(seconds: settings.seconds)
-        let schedule = angleSchedule(settings.steps)
+        let schedules = [angleSchedule(settings.stepsFor(0)), angleSchedule(settings.steps)]
         var tokRng = PortableRng(seed: settings.seed, stream: RngStreams.tokens)
         var noiseRng = PortableRng(seed: settings.seed, stream: RngStreams.noise)
 
@@ -119,14 +119,15 @@ public final class StreamingCore {
             let t1 = Date()
 
             for f in (j * c)..<((j + 1) * c) { angles[f] = halfPi }
-            if settings.steps == unrolledSamplerSteps {
+            let steps = settings.stepsFor(g)
+            if steps == unrolledSamplerSteps {
                 var target = [Float](repeating: 0, count: w)
                 for f in (j * c)..<((j + 1) * c) { target[f] = 1 }
                 zWin = try runner.dpdSampler(z: zWin, angles: angles, target: target, tokens: tokens,
-                                             guidance: Float(settings.guidanceScale), steps: settings.steps)
+                                             guidance: Float(settings.guidanceScale), steps: steps)
             } else {
                 zWin = try ddimSample(zWin, &angles, lo: j * c, hi: (j + 1) * c, tokens: tokens,
-                                      guidance: settings.guidanceScale, schedule: schedule)
+                                      guidance: settings.guidanceScale, schedule: schedules[min(g, 1)])
             }
             for f in (j * c)..<((j + 1) * c) { angles[f] = 0 }
             let t2 = Date()

@@ -148,7 +148,11 @@ def test_swift_angle_schedule_is_the_runtimes():
         assert swift(steps) == angle_schedule(steps), steps  # same IEEE operations in the same order: exact
     # The core drives the sampler with it, steps taken largest first, target frames restarting at pi/2.
     core = (CORE / "StreamingCore.swift").read_text()
-    assert "let schedule = angleSchedule(settings.steps)" in core and "for step in schedule {" in core
+    assert "let schedules = [angleSchedule(settings.stepsFor(0)), angleSchedule(settings.steps)]" in core
+    assert "schedule: schedules[min(g, 1)]" in core and "for step in schedule {" in core
+    # The first chunk alone may take fewer steps (GenerationSettings.first_steps), as in the runtime.
+    text = (CORE / "Schedule.swift").read_text()
+    assert "public func stepsFor(_ g: Int) -> Int { g == 0 && firstSteps > 0 ? firstSteps : steps }" in text
     assert "angles[f] = max(angles[f] - wf, 0)" in core
     (half,) = re.findall(r"private let halfPi = (.+)", core)
     assert _eval(_swift_to_python(half, set(), integer=False)) == np.float32(math.pi / 2)

@@ -82,7 +82,7 @@ def encoder_melody_config(encoder_dir) -> MelodyConfig:
     return with_tokenizer(preset("tiny"), encoder_tokenizer_config(encoder_dir, layer=2))
 
 
-def test_a_checkpoint_with_an_encoder_tokenizer_round_trips(tiny_audio_encoder, tmp_path):
+def test_a_checkpoint_with_an_encoder_tokenizer_round_trips(tiny_audio_encoder, tmp_path, monkeypatch):
     cfg = encoder_melody_config(tiny_audio_encoder)
     assert cfg.dpd.token_feature_dim == 32  # the DPD embeds the new tokenizer's centroids
     model = build_model(cfg)
@@ -107,8 +107,11 @@ def test_a_checkpoint_with_an_encoder_tokenizer_round_trips(tiny_audio_encoder, 
     build_model(cfg2).save(tmp_path / "ckpt2")
     shutil.rmtree(moved)
     orphan = MeLoDy.load(tmp_path / "ckpt2")
-    with pytest.raises(AudioEncoderUnavailable, match=f"{moved}.*--encoder"):
+    with pytest.raises(AudioEncoderUnavailable, match=f"{moved}.*MELODY_AUDIO_ENCODER.*--encoder"):
         orphan.tokenizer.tokenize(clips[0])
+    # The same encoder found elsewhere (its sha256 matches) through $MELODY_AUDIO_ENCODER.
+    monkeypatch.setenv("MELODY_AUDIO_ENCODER", str(tiny_audio_encoder))
+    assert orphan.tokenizer.tokenize(clips[0]).shape == (1, 100)
 
 
 def test_another_encoder_in_the_same_directory_is_refused(tiny_audio_encoder, tmp_path):

@@ -70,6 +70,24 @@ def test_first_audio_needs_only_the_first_chunk(tiny):
     assert dpd0["z"].shape[0] == 2
 
 
+def test_first_steps_shortens_only_the_first_chunks_denoise(tiny):
+    backend = EagerBackend(tiny)
+    runs = {}
+    for first in (0, 1):
+        events = []
+        gen = StreamingGenerator(backend, backend.spec, lambda e, p, ev=events: ev.append(e))
+        settings = GenerationSettings(seconds=6.0, steps=3, seed=2, first_steps=first)
+        chunks = list(gen.stream(PREFIX, settings))
+        vae = [i for i, e in enumerate(events) if e == "vae_decode"]
+        # DPD calls before each chunk's audio: the first chunk's, then each later chunk's.
+        per_chunk = [events[a:b].count("dpd") for a, b in zip([0, *vae], vae, strict=False)]
+        runs[first] = (chunks, per_chunk)
+    assert runs[0][1] == [3, 3, 3] and runs[1][1] == [1, 3, 3]
+    # The LM draws from its own random stream: the same tokens either way; the audio differs.
+    assert [c.tokens for c in runs[0][0]] == [c.tokens for c in runs[1][0]]
+    assert not np.allclose(runs[0][0][0].audio, runs[1][0][0].audio)
+
+
 def test_continuation_reprefills_kept_tokens_after_the_prefix(tiny):
     events = []
     run(tiny, seconds=12.5, recorder=lambda e, p: events.append((e, p)), steps=1)
@@ -79,6 +97,7 @@ def test_continuation_reprefills_kept_tokens_after_the_prefix(tiny):
 
 
 def test_bad_settings_are_rejected():
-    for kwargs in ({"seconds": 0}, {"seconds": float("nan")}, {"seconds": 1, "steps": 0}, {"seconds": 1, "seed": -1}):
+    bad = ({"seconds": 0}, {"seconds": float("nan")}, {"seconds": 1, "steps": 0}, {"seconds": 1, "seed": -1})
+    for kwargs in (*bad, {"seconds": 1, "first_steps": -1}):
         with pytest.raises(ValueError):
             GenerationSettings(**kwargs)

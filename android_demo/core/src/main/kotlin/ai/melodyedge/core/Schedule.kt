@@ -47,6 +47,8 @@ data class GenerationSettings(
     val temperature: Double = 1.0,
     val topK: Int = 0,
     val seed: Long = 0,
+    /** Sampler steps of the first chunk only (0: [steps]): fewer bring the first audio sooner. */
+    val firstSteps: Int = 0,
 ) {
     init {
         require(seconds > 0 && seconds.isFinite()) { "seconds must be a positive number, got $seconds" }
@@ -55,5 +57,9 @@ data class GenerationSettings(
         require(temperature >= 0) { "temperature must be >= 0 (0 = greedy), got $temperature" }
         require(topK >= 0) { "top_k must be >= 0 (0 = off), got $topK" }
         require(seed >= 0) { "seed must be >= 0, got $seed" }
+        require(firstSteps >= 0) { "first_steps must be >= 1, or 0 for the same as steps, got $firstSteps" }
     }
+
+    /** Sampler steps of global chunk [g]. */
+    fun stepsFor(g: Int): Int = if (g == 0 && firstSteps > 0) firstSteps else steps
 }

@@ -76,7 +76,7 @@ class StreamingCore(private val runner: ModelRunner, val spec: StreamSpec, val u
         val p = s.prefixLevels
         val totalSamples = Math.round(settings.seconds * s.sampleRate)
         val nChunks = numChunks(settings.seconds)
-        val schedule = angleSchedule(settings.steps)
+        val schedules = mapOf(0 to angleSchedule(settings.stepsFor(0)), 1 to angleSchedule(settings.steps))
         val tokRng = PortableRng(settings.seed, RngStreams.TOKENS)
         val noiseRng = PortableRng(settings.seed, RngStreams.NOISE)
 
@@ -132,11 +132,12 @@ class StreamingCore(private val runner: ModelRunner, val spec: StreamSpec, val u
             val t1 = System.nanoTime()
 
             angles.fill(HALF_PI_F, j * c, (j + 1) * c)
-            zWin = if (settings.steps == unrolledSamplerSteps) {
+            val steps = settings.stepsFor(g)
+            zWin = if (steps == unrolledSamplerSteps) {
                 val target = FloatArray(w).also { it.fill(1f, j * c, (j + 1) * c) }
-                runner.dpdSampler(zWin, angles.copyOf(), target, tokens.copyOf(), settings.guidanceScale.toFloat(), settings.steps)
+                runner.dpdSampler(zWin, angles.copyOf(), target, tokens.copyOf(), settings.guidanceScale.toFloat(), steps)
             } else {
-                ddimSample(zWin, angles, j * c, (j + 1) * c, tokens, settings.guidanceScale, schedule)
+                ddimSample(zWin, angles, j * c, (j + 1) * c, tokens, settings.guidanceScale, schedules.getValue(minOf(g, 1)))
             }
             angles.fill(0f, j * c, (j + 1) * c)
             val t2 = System.nanoTime()

@@ -25,7 +25,7 @@ class Trace(val header: Map<String, Any?>, val records: List<TraceRecord>) {
             val st = header.obj("settings")
             return GenerationSettings(
                 st.dbl("seconds"), st.int("steps"), st.dbl("guidance_scale"), st.dbl("temperature"),
-                st.int("top_k"), st.int("seed").toLong(),
+                st.int("top_k"), st.int("seed").toLong(), (st["first_steps"] as? Number)?.toInt() ?: 0,
             )
         }
     val prefixCodes: IntArray get() = (header["prefix_codes"] as List<*>).map { (it as Number).toInt() }.toIntArray()
