@@ -65,6 +65,15 @@ def info(checkpoint: Path | None, config_name: str | None, as_json: bool) -> Non
     click.echo(json.dumps(result, indent=2) if as_json else format_info(result))
 
 
+first_steps_option = click.option(
+    "--first-steps",
+    type=int,
+    default=0,
+    help="Sampler steps of the first chunk only (default: --steps). Fewer bring the first audio sooner; "
+    "that chunk is coarser.",
+)
+
+
 @main.command()
 @model_options
 @click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Run an exported bundle instead.")
@@ -76,13 +85,7 @@ def info(checkpoint: Path | None, config_name: str | None, as_json: bool) -> Non
     "--out", type=click.Path(path_type=Path), default=Path("out/melody.wav"), show_default=True, help="WAV file."
 )
 @click.option("--steps", type=int, default=None, help="Sampler steps T (default: the config's).")
-@click.option(
-    "--first-steps",
-    type=int,
-    default=0,
-    help="Sampler steps of the first chunk only (default: --steps). Fewer bring the first audio sooner; "
-    "that chunk is coarser.",
-)
+@first_steps_option
 @click.option("--cfg", "guidance", type=float, default=None, help="Guidance scale (default: the config's, 2.5).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", type=float, default=None, help="LM sampling temperature (0 = greedy).")
@@ -326,13 +329,7 @@ def verify(
 @click.option("--seconds", type=float, default=10.0, show_default=True, help="Audio streamed per run.")
 @click.option("--threads", type=int, default=None, help="CPU threads per run (default: all cores).")
 @click.option("--steps", type=int, default=None, help="Sampler steps (default: each bundle's).")
-@click.option(
-    "--first-steps",
-    type=int,
-    default=0,
-    help="Sampler steps of the first chunk only (default: --steps). Fewer bring the first audio sooner; "
-    "that chunk is coarser.",
-)
+@first_steps_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-eager", is_flag=True, help="Leave out the PyTorch eager reference run.")
 @click.option("--stepwise", is_flag=True, help="Run T network calls even where a bundle has the unrolled sampler.")
