@@ -135,12 +135,17 @@ def config_kind(cls: type[ConfigBase]) -> str:
     raise TypeError(f"{cls.__name__} has no `kind: str` field with a default; a config union needs one")
 
 
-def _by_kind(value: Any, configs: list[type[ConfigBase]], field: str) -> ConfigBase:
-    """A union of configs is read by its ``kind`` field; JSON without one is the first class (older files)."""
-    kinds = {config_kind(c): c for c in configs}
+def config_class_by_kind(value: Any, configs: list[type[ConfigBase]], field: str) -> type[ConfigBase]:
+    """Which of ``configs`` the JSON object ``value`` was written from, by its ``kind`` field; an object
+    without one is the first class (files written before the union existed)."""
     if not isinstance(value, dict):
         raise ConfigError(f"{field}: expected a JSON object, got {type(value).__name__}")
+    kinds = {config_kind(c): c for c in configs}
     kind = value.get("kind", config_kind(configs[0]))
     if kind not in kinds:
         raise ConfigError(f"{field}.kind: unknown kind {kind!r}; choose one of {', '.join(sorted(kinds))}")
-    return kinds[kind].from_dict(value, where=field)
+    return kinds[kind]
+
+
+def _by_kind(value: Any, configs: list[type[ConfigBase]], field: str) -> ConfigBase:
+    return config_class_by_kind(value, configs, field).from_dict(value, where=field)

@@ -6,41 +6,38 @@ what a section without ``kind`` means) or ``encoder`` (k-means over a local lear
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 from .checkpoint import CONFIG_FILE, CheckpointError, load_component, read_json
-from .config import ConfigError, config_kind
+from .config import ConfigError, config_class_by_kind
 from .encoder_tokenizer import EncoderSemanticTokenizer, EncoderTokenizerConfig
 from .semantic_tokenizer import CentroidTokenizer, KMeansSemanticTokenizer, KMeansTokenizerConfig
 
+# The first is what a section without ``kind`` means.
 TokenizerConfig = KMeansTokenizerConfig | EncoderTokenizerConfig
-TOKENIZER_KINDS: dict[str, tuple[type, type[CentroidTokenizer]]] = {
-    config_kind(KMeansTokenizerConfig): (KMeansTokenizerConfig, KMeansSemanticTokenizer),
-    config_kind(EncoderTokenizerConfig): (EncoderTokenizerConfig, EncoderSemanticTokenizer),
+_MODULES: dict[type, type[CentroidTokenizer]] = {
+    KMeansTokenizerConfig: KMeansSemanticTokenizer,
+    EncoderTokenizerConfig: EncoderSemanticTokenizer,
 }
 
 
 def build_tokenizer(config: TokenizerConfig) -> CentroidTokenizer:
     """An unfitted tokenizer of the config's kind (random centroids until ``fit``)."""
-    for config_cls, build in TOKENIZER_KINDS.values():
-        if type(config) is config_cls:
-            return build(config)
-    raise ConfigError(f"tokenizer: no tokenizer is built from a {type(config).__name__}")
-
-
-def tokenizer_config_class(directory: str | Path) -> type:
-    """The config class that ``DIR/config.json`` was written from, by its ``kind`` (default ``kmeans``)."""
-    raw = read_json(Path(directory) / CONFIG_FILE)
-    kind = raw.get("kind", config_kind(KMeansTokenizerConfig)) if isinstance(raw, dict) else None
-    if kind not in TOKENIZER_KINDS:
-        raise CheckpointError(
-            f"{Path(directory) / CONFIG_FILE}: unknown tokenizer kind {kind!r}; "
-            f"this version reads {', '.join(sorted(TOKENIZER_KINDS))}"
-        )
-    return TOKENIZER_KINDS[kind][0]
+    return _MODULES[type(config)](config)
 
 
 def load_tokenizer_component(directory: str | Path) -> tuple[TokenizerConfig, CentroidTokenizer]:
-    """A saved tokenizer of any kind (its encoder, if any, is loaded only when audio is tokenized)."""
+    """A saved tokenizer of any kind, read by its config's ``kind`` (its encoder, if any, is loaded only
+    when audio is tokenized)."""
     config_cls = tokenizer_config_class(directory)
-    return load_component(directory, config_cls, TOKENIZER_KINDS[config_kind(config_cls)][1])
+    return load_component(directory, config_cls, _MODULES[config_cls])
+
+
+def tokenizer_config_class(directory: str | Path) -> type:
+    """The config class that ``DIR/config.json`` was written from (the same lookup as melody.json's)."""
+    path = Path(directory) / CONFIG_FILE
+    try:
+        return config_class_by_kind(read_json(path), list(typing.get_args(TokenizerConfig)), "tokenizer")
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
