@@ -443,7 +443,7 @@ DPD_PRESETS: dict[str, DPDConfig] = {
         sru_layers=1,
         angle_dim=64,
         frame_token_film=True,
-        token_feature_dim=128,
+        token_feature_dim=140,  # the demo tokenizer's 64 log-mel + 64 delta + 12 chroma features
     ),
     # The paper's 296.6M: hidden 768, 8 dual-path blocks, 2-layer bidirectional SRU; merge widths
     # shortest in the middle blocks.

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from melody_edge.models.semantic_tokenizer import mel_filterbank
+from melody_edge.models.vae_losses import moving_average
 
 MEL_RESOLUTIONS = ((2048, 512, 128), (1024, 256, 80), (512, 128, 64))  # (n_fft, hop, n_mels)
 
@@ -71,6 +72,39 @@ def _noised(z0: Tensor, delta: Tensor, chunk_frames: int, gen: torch.Generator):
     noise = torch.randn(z0.shape, generator=gen).to(z0.device)
     cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
     return cos * z0 + sin * noise, angles, cos * noise - sin * z0, cos**2
+
+
+def dpd_fast_slow_error(
+    model, z0: Tensor, tokens: Tensor, angles: tuple[float, ...] = (0.2, 0.5, 0.8, 1.1, 1.4), seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """How well the DPD recovers the fast (< 5-frame) and the slow structure of the clean latent, per angle.
+
+    At each angle (every frame), the clean estimate ``cos d * z - sin d * v`` is compared with z0; its
+    error is split by a 5-frame moving average into a fast and a slow part, and each part's energy is
+    divided by that of the same part of z0 (time mean removed from the slow part). 1.0 means the DPD
+    recovers none of that part; the demo VAE keeps pitch in the fast part (docs/model_card.md).
+    z0: [B, C, L] clean validation latents; tokens: [B, S]. Returns {"angle_0.20": {"fast": .., "slow": ..}}.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    edge = 4  # the moving average's padded ends
+
+    def split(x: Tensor) -> tuple[Tensor, Tensor]:
+        slow = moving_average(x)
+        return (x - slow)[..., edge:-edge], slow[..., edge:-edge]
+
+    fast0, slow0 = split(z0)
+    slow0 = slow0 - slow0.mean(-1, keepdim=True)
+    out: dict[str, dict[str, float]] = {}
+    for a in angles:
+        delta = torch.full((z0.shape[0], model.config.chunks), float(a))
+        z, frame_angles, _, _ = _noised(z0, delta, model.config.chunk_frames, gen)
+        x0 = math.cos(a) * z - math.sin(a) * model(z, frame_angles, tokens)
+        fast_e, slow_e = split(x0 - z0)
+        out[f"angle_{a:.2f}"] = {
+            "fast": float(fast_e.square().sum() / fast0.square().sum()),
+            "slow": float(slow_e.square().sum() / slow0.square().sum()),
+        }
+    return out
 
 
 def dpd_token_use(model, z0: Tensor, tokens: Tensor, seed: int = 0, low: float = 1.18) -> dict[str, float]:

@@ -196,3 +196,46 @@ def test_config_json_round_trip_and_type_errors():
     assert KMeansTokenizerConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="n_mels"):
         KMeansTokenizerConfig.from_dict({"n_mels": "64"})
+
+
+def _harmonic_tone(hz: float, amp: float, seconds: float = 0.5, sr: int = 24000) -> torch.Tensor:
+    t = torch.arange(int(seconds * sr)) / sr
+    return amp * sum(g * torch.sin(2 * math.pi * k * hz * t) for k, g in ((1, 1.0), (2, 0.5), (3, 0.3)))
+
+
+def test_chroma_block_names_the_pitch_class_and_sums_to_one():
+    tok = KMeansSemanticTokenizer(TOKENIZER_PRESETS["demo"])
+    assert tok.config.feature_dim == 2 * tok.config.n_mels + 12
+    for hz, pc in ((261.63, 0), (440.0, 9), (123.47, 11)):  # C4, A4, B2
+        block = tok.features(_harmonic_tone(hz, 0.3)[None])[0, 2:-2, -12:]
+        assert (block.argmax(-1) == pc).all()
+        assert torch.allclose(block.square().sum(-1), torch.ones(block.shape[0]), atol=1e-5)
+    assert tok.features(torch.zeros(1, 959)).shape == (1, 0, 140)
+    assert tok.features(torch.randn(1, 960)).shape == (1, 1, 140)  # one token: chroma frame zero-padded
+
+
+def test_chroma_weight_makes_pitch_not_loudness_decide_the_token():
+    """Harmonic tones of 12 pitch classes at 3 loudnesses, 12 codes: log-mel alone groups them by loudness (its
+    bands are wider than a semitone at 130-250 Hz); a weighted chroma block groups them by pitch."""
+    amps = (0.5, 0.1, 0.02)
+    clips = {(p, a): _harmonic_tone(130.81 * 2 ** (p / 12), a) for p in range(12) for a in amps}
+
+    def grouping(weight: float) -> tuple[int, int]:
+        tok = KMeansSemanticTokenizer(TOKENIZER_PRESETS["demo"].replace(chroma_weight=weight, vocab_size=12))
+        tok.fit(list(clips.values()), seed=0)
+        std = tok.standardize(torch.cat([tok.features(c[None])[0] for c in clips.values()])).std(0)
+        if weight:  # fit folds the weight into the stored std: standardised chroma spreads `weight` times wider
+            assert torch.allclose(std[-12:].mean(), torch.tensor(weight), rtol=0.05)
+        code = {k: int(tok.tokenize(c[None])[0][3:-3].mode().values) for k, c in clips.items()}
+        same_pitch = sum(len({code[(p, a)] for a in amps}) == 1 for p in range(12))
+        return same_pitch, len({code[(p, amps[0])] for p in range(12)})
+
+    grouped, distinct = grouping(10.0)
+    assert grouped == 12 and distinct >= 10
+    assert grouping(0.0)[0] < 6
+
+
+@pytest.mark.parametrize("changes", [{"chroma_weight": -1.0}, {"chroma_weight": 1.0, "chroma_n_fft": 1024}])
+def test_bad_chroma_config_names_the_field(changes):
+    with pytest.raises(ConfigError, match=list(changes)[-1]):  # the field the last change breaks
+        KMeansTokenizerConfig(**changes)

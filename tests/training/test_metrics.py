@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from melody_edge.training.metrics import estimate_key, estimate_tempo, key_from_tokens, tempo_ok, token_chroma_table
+from melody_edge.training.metrics import (
+    dpd_fast_slow_error,
+    estimate_key,
+    estimate_tempo,
+    key_from_tokens,
+    tempo_ok,
+    token_chroma_table,
+)
 
 SR = 24000
 
@@ -64,3 +71,33 @@ def test_token_chroma_lookup_reads_the_key_from_tokens_alone():
     assert table.shape == (16, 12) and torch.equal(table[2], torch.zeros(12))
     assert key_from_tokens(torch.full((40,), 5), table) == (9, "minor")
     assert key_from_tokens(torch.tensor([9] * 30 + [2] * 3), table) == (3, "major")
+
+
+class _VelocityOf:
+    """A stand-in DPD whose clean-latent estimate is ``guess(z0)`` exactly, at any angle."""
+
+    def __init__(self, z0: torch.Tensor, guess, chunks: int = 2) -> None:
+        self.z0, self.guess = z0, guess
+        self.config = type("C", (), {"chunks": chunks, "chunk_frames": z0.shape[-1] // chunks})()
+
+    def __call__(self, z, angles, tokens):
+        cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
+        return (cos * z - self.guess(self.z0)) / sin  # x0_hat = cos * z - sin * v = guess(z0)
+
+
+def test_fast_slow_error_is_zero_for_an_oracle_and_one_for_what_it_misses():
+    torch.manual_seed(0)
+    t = torch.arange(400.0)
+    slow = torch.sin(2 * math.pi * t / 200)[None, None].repeat(1, 2, 1)
+    fast = 0.5 * torch.sin(2 * math.pi * t / 2.5)[None, None].repeat(1, 2, 1)  # far faster than 5 frames
+    z0 = slow + fast
+    tokens = torch.zeros(1, 40, dtype=torch.long)
+    oracle = dpd_fast_slow_error(_VelocityOf(z0, lambda z: z), z0, tokens)
+    assert all(v["fast"] < 1e-6 and v["slow"] < 1e-6 for v in oracle.values())
+    smooth_only = dpd_fast_slow_error(_VelocityOf(z0, lambda z: slow), z0, tokens)
+    assert all(v["fast"] == pytest.approx(1.0, abs=0.05) and v["slow"] < 0.05 for v in smooth_only.values())
+    nothing = dpd_fast_slow_error(_VelocityOf(z0, torch.zeros_like), z0, tokens)
+    assert all(
+        v["fast"] == pytest.approx(1.0, abs=0.05) and v["slow"] == pytest.approx(1.0, abs=0.05)
+        for v in nothing.values()
+    )
