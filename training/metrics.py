@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from melody_edge.models.semantic_tokenizer import mel_filterbank
+from melody_edge.models.semantic_tokenizer import chroma_map, mel_filterbank
 from melody_edge.models.vae_losses import moving_average
 
 MEL_RESOLUTIONS = ((2048, 512, 128), (1024, 256, 80), (512, 128, 64))  # (n_fft, hop, n_mels)
@@ -140,10 +140,7 @@ def chroma_frames(audio: Tensor, sample_rate: int, n_fft: int = 4096, hop: int =
     """audio [N] -> per-frame chroma energy [N // hop + 1, 12] (C first), 55 Hz to 2 kHz of the magnitude spectrum."""
     window = torch.hann_window(n_fft)
     mag = torch.stft(audio[None], n_fft, hop_length=hop, window=window, return_complex=True).abs()[0]  # [F, T]
-    freqs = torch.arange(mag.shape[0]) * sample_rate / n_fft
-    keep = (freqs >= 55) & (freqs <= 2000)
-    pcs = (torch.round(12 * torch.log2(freqs[keep] / 440.0)).long() + 9) % 12  # A = 9
-    return torch.zeros(mag.shape[1], 12).index_add_(1, pcs, mag[keep].pow(2).T)
+    return mag.pow(2).T @ chroma_map(n_fft, sample_rate)  # the tokenizer's chroma block folds bins the same way
 
 
 def chroma(audio: Tensor, sample_rate: int, n_fft: int = 4096, hop: int = 1024) -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -78,7 +79,7 @@ class _VelocityOf:
 
     def __init__(self, z0: torch.Tensor, guess, chunks: int = 2) -> None:
         self.z0, self.guess = z0, guess
-        self.config = type("C", (), {"chunks": chunks, "chunk_frames": z0.shape[-1] // chunks})()
+        self.config = SimpleNamespace(chunks=chunks, chunk_frames=z0.shape[-1] // chunks)
 
     def __call__(self, z, angles, tokens):
         cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
