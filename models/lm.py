@@ -136,9 +136,15 @@ class SemanticLM(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         """Full causal forward without the cache. ids: [B, T] -> logits [B, T, vocab_size]."""
-        positions = torch.arange(ids.shape[1], device=ids.device)
+        return self.forward_embeddings(self.embed(ids))
+
+    def forward_embeddings(self, x: Tensor) -> Tensor:
+        """Full causal forward from input embeddings x: [B, T, dim] -> logits [B, T, vocab_size].
+
+        Training computes some rows itself (``training/lm_prefix.py``); everything else goes through ``forward``.
+        """
+        positions = torch.arange(x.shape[1], device=x.device)
         rotary = rotary_cos_sin(positions, self.inv_freq)
-        x = self.embed(ids)
         for layer in self.layers:
             x = layer(x, rotary)
         return self.head(self.norm(x))

@@ -219,13 +219,15 @@ def _codes(data: Path, run: Path, log: Log):
     val_caption, _ = features.caption_codes(
         cache, VALIDATION, split_clips(clips, VALIDATION), cond, encoder, digest, log
     )
-    return train_variants, val_caption
+    return train_variants, val_caption, cond.rvq.codebooks
 
 
 def _lm_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> LMTask:
     _, _, tok_train, tok_val, _ = _token_data(data, cfg, run, "train lm", log)
-    codes_train, codes_val = _codes(data, run, log)
-    task = LMTask(cfg.lm, (codes_train, tok_train), (codes_val, tok_val), options, LMTrainSettings(), rt)
+    codes_train, codes_val, codebooks = _codes(data, run, log)
+    task = LMTask(
+        cfg.lm, (codes_train, tok_train), (codes_val, tok_val), options, LMTrainSettings(), rt, codebooks=codebooks
+    )
     task.validation_inputs = ", ".join(
         f"{name} {features.weights_digest(component_dir(run, name))}" for name in ("tokenizer", "conditioner")
     )

@@ -8,13 +8,16 @@ streaming pipeline uses. LM: the caption's 12 prefix codes followed by a window 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from melody_edge.models.dpd import DPDConfig, DualPathDiffusion, dpd_loss
 from melody_edge.models.lm import LMConfig, SemanticLM, lm_loss
 
+from .lm_prefix import CodewordPrefix, first_token_window_ce, prefix_lm_losses
 from .loop import Runtime, TrainOptions, clip_and_step
 from .metrics import dpd_loss_by_angle, dpd_token_use
 
@@ -28,6 +31,25 @@ class _Loss(nn.Module):
 
     def forward(self, *args, **kwargs) -> Tensor:
         return self.fn(self.model, *args, **kwargs)
+
+
+def _validation_losses(model: SemanticLM, codes: Tensor, semantic: Tensor) -> tuple[float, float]:
+    """Next-token CE and the prompt-only prediction's CE against the whole window (``first_token_window_ce``)."""
+    ids = torch.cat([model.prefix_ids(codes), semantic.long()], dim=1)
+    logits = model(ids[:, :-1])[:, model.config.prefix_levels - 1 :]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), semantic.reshape(-1).long())
+    return float(ce), float(first_token_window_ce(logits[:, 0], semantic))
+
+
+class _PrefixLoss(nn.Module):
+    """LM loss with prefix rows from a :class:`CodewordPrefix`; both modules inside, for DDP."""
+
+    def __init__(self, model: SemanticLM, prefix: CodewordPrefix) -> None:
+        super().__init__()
+        self.model, self.prefix = model, prefix
+
+    def forward(self, prefix_codes: Tensor, semantic: Tensor) -> Tensor:
+        return prefix_lm_losses(self.model, self.prefix, prefix_codes, semantic)
 
 
 def _adamw(module: nn.Module, lr: float) -> torch.optim.AdamW:
@@ -134,6 +156,12 @@ class DPDTask:
 @dataclasses.dataclass(frozen=True)
 class LMTrainSettings:
     val_batch: int = 32
+    # Prefix rows as a learned map of the conditioner's codewords (training/lm_prefix.py); needs the
+    # conditioner's codebooks. Off: one free row per code, as the LM stores them.
+    codeword_prefix: bool = True
+    # Weight of the prompt-only prediction scored against its whole window (lm_prefix.first_token_window_ce);
+    # without it the demo LM ignored its prompt (validation CE equal with another clip's prefix).
+    window_weight: float = 0.5
 
 
 class LMTask:
@@ -148,12 +176,22 @@ class LMTask:
         options: TrainOptions,
         settings: LMTrainSettings,  # train codes [N, V, levels] (phrasings), validation codes [N, levels]
         runtime: Runtime,
+        codebooks: Tensor | None = None,  # the conditioner's RVQ [levels, codebook_size, D]
     ) -> None:
         self.config, self.options, self.settings, self.rt = config, options, settings, runtime
         torch.manual_seed(options.seed)
         self.module = SemanticLM(config).to(runtime.device)
         self.extra_modules: dict[str, nn.Module] = {}
-        self.loss = runtime.wrap(_Loss(self.module, lm_loss))
+        self.prefix: CodewordPrefix | None = None
+        if settings.codeword_prefix:
+            if codebooks is None:
+                raise ValueError("codeword_prefix needs the conditioner's RVQ codebooks (or set it off)")
+            self.prefix = CodewordPrefix(codebooks, config.dim).to(runtime.device)
+            self.prefix.check_fits(self.module)
+            self.extra_modules["prefix"] = self.prefix
+            self.loss = runtime.wrap(_PrefixLoss(self.module, self.prefix))
+        else:
+            self.loss = runtime.wrap(_Loss(self.module, lm_loss))
         self.seq = config.max_seq_len - config.prefix_levels
         self.train_codes, self.train_tokens = train
         short = min(t.numel() for t in self.train_tokens)
@@ -162,11 +200,22 @@ class LMTask:
         self.seq = min(self.seq, short)
         self.val_codes, self.val_tokens = validation
 
+    def on_new_run(self, missing: list[str] | None, log) -> None:
+        """Start the prefix map as the least-squares fit to the LM's prefix rows (fresh or ``--init-from``)."""
+        if self.prefix is not None:
+            self.prefix.fit_to(self.module)
+            self.prefix.sync(self.module)
+            log("[lm] prefix rows computed from the conditioner's codewords (a linear map fitted to the LM's rows)")
+
     def optimizers(self, options: TrainOptions) -> dict[str, torch.optim.Optimizer]:
-        return {"lm": _adamw(self.module, options.lr)}
+        opts = {"lm": _adamw(self.module, options.lr)}
+        if self.prefix is not None:
+            opts["prefix"] = _adamw(self.prefix, options.lr)
+        return opts
 
     def attach(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
         self.opt = optimizers["lm"]
+        self.prefix_opt = optimizers.get("prefix")
 
     def train_step(self, step: int, gen: torch.Generator) -> dict[str, float]:
         idx = torch.randint(len(self.train_tokens), (self.options.batch_size,), generator=gen)
@@ -178,25 +227,40 @@ class LMTask:
         dev = self.rt.device
         # A random phrasing of each clip's caption per step ([N, V, levels] codes).
         pick = torch.randint(self.train_codes.shape[1], (len(idx),), generator=gen)
-        loss = self.loss(self.train_codes[idx, pick].to(dev), torch.stack(seqs).to(dev))
+        codes, tokens = self.train_codes[idx, pick].to(dev), torch.stack(seqs).to(dev)
+        if self.prefix is None:
+            loss = self.loss(codes, tokens)
+            logged = {"ce": float(loss.detach())}
+        else:
+            ce, first = self.loss(codes, tokens)
+            loss = ce + self.settings.window_weight * first
+            logged = {"ce": float(ce.detach()), "first_ce": float(first.detach())}
         loss.backward()
         clip_and_step(self.module, self.opt, self.options.grad_clip)
-        return {"ce": float(loss.detach())}
+        if self.prefix is not None:
+            clip_and_step(self.prefix, self.prefix_opt, self.options.grad_clip)
+            self.prefix.sync(self.module)
+        return logged
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Cross-entropy over every validation clip's first window (nats per token)."""
+        """Cross-entropy over every validation clip's first window (nats per token), with its own prefix and
+        with the next clip's (``ce_other_prefix``): equal figures mean the LM ignores its prompt."""
+        if self.prefix is not None:
+            self.prefix.sync(self.module)  # after a resume the map, not the saved rows, is current
         self.module.eval()
-        total, count = 0.0, 0
-        n = len(self.val_tokens)
-        for i in range(0, n, self.settings.val_batch):
-            sl = slice(i, min(i + self.settings.val_batch, n))
-            seqs = [t[: self.seq] for t in self.val_tokens[sl] if t.numel() >= self.seq]
-            if not seqs:
-                continue
-            codes = self.val_codes[sl][[t.numel() >= self.seq for t in self.val_tokens[sl]]]
-            ce = lm_loss(self.module, codes.to(self.rt.device), torch.stack(seqs).to(self.rt.device))
-            total += float(ce) * len(seqs)
-            count += len(seqs)
+        keep = [t.numel() >= self.seq for t in self.val_tokens]
+        tokens = torch.stack([t[: self.seq] for t, k in zip(self.val_tokens, keep) if k]) if any(keep) else None
+        out = {"ce": math.nan, "ce_other_prefix": math.nan, "first_ce": math.nan, "first_ce_other_prefix": math.nan}
+        if tokens is not None:
+            codes = self.val_codes[torch.tensor(keep)]
+            for suffix, c in (("", codes), ("_other_prefix", codes.roll(1, dims=0))):
+                totals = [0.0, 0.0]
+                for i in range(0, len(tokens), self.settings.val_batch):
+                    sl = slice(i, i + self.settings.val_batch)
+                    ce, first = _validation_losses(self.module, c[sl].to(self.rt.device), tokens[sl].to(self.rt.device))
+                    totals[0] += ce * len(tokens[sl])
+                    totals[1] += first * len(tokens[sl])
+                out["ce" + suffix], out["first_ce" + suffix] = (t / len(tokens) for t in totals)
         self.module.train()
-        return {"ce": total / max(count, 1)}
+        return out

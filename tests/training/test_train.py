@@ -328,3 +328,26 @@ def test_init_from_fine_tunes_and_names_what_it_cannot_load(toy_data, fitted_run
         init_parameters(DualPathDiffusion(cfg.replace(dim=64, ffn_dim=128)), tmp_path / "old")
     with pytest.raises(CheckpointError, match="weights file not found"):
         init_parameters(trained, tmp_path / "nowhere")
+
+
+def test_lm_prefix_rows_come_from_the_conditioner_codewords(toy_data, fitted_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from melody_edge.models.checkpoint import load_component
+    from melody_edge.models.lm import LMConfig, SemanticLM
+    from melody_edge.training.lm_prefix import CodewordPrefix
+    from melody_edge.training.run_dir import load_conditioner
+
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    opts = pipeline.default_options("tiny", "lm", steps=3, warmup_steps=1, val_every=3)
+    result = pipeline.train_lm(toy_data, "tiny", run, opts, log=lambda m: None)
+    # Validation says whether the prompt is read (own vs another clip's prefix); CE still picks the best.
+    for key in ("ce", "ce_other_prefix", "first_ce", "first_ce_other_prefix"):
+        assert math.isfinite(result.validation[key]), result.validation
+    assert primary_metric(result.validation) == "ce"
+    _, lm = load_component(run / "lm", LMConfig, SemanticLM)
+    prefix = CodewordPrefix(load_conditioner(run, "test").rvq.codebooks, lm.config.dim)
+    prefix.load_state_dict(load_file(str(run / "lm" / "extra" / "prefix.safetensors")))
+    # The saved LM is a plain SemanticLM whose prefix rows are the map's, so export and runtimes see them.
+    torch.testing.assert_close(lm.embed.weight[lm.config.vocab_size :], prefix.rows())

@@ -1,0 +1,109 @@
+"""LM prefix rows computed from the conditioner's RVQ codewords while the LM trains.
+
+The LM gives each of its ``levels x codebook_size`` prefix codes an embedding row of its own. With a few
+hundred captions most codes below the first level are seen in one caption or none, so held-out prompts
+reach the LM through rows it never trained: the 2026-12-05 demo LM had the same validation cross-entropy
+with every clip's prefix swapped for another clip's (2.457 and 2.456), although the codewords of those
+held-out captions name their key to a linear probe 82 % of the time. Computing every prefix row as one
+learned linear map of its code's codeword (plus a per-level vector) ties codes of similar meaning
+together, so what the LM learns from one caption carries over to unseen ones.
+
+The rows are written into the LM's own embedding table after every step (:meth:`CodewordPrefix.sync`),
+so the LM that is saved, exported and run is the unchanged :class:`SemanticLM`; the map itself is a
+training-time module (saved beside the training state for resuming).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from melody_edge.models.lm import SemanticLM
+
+
+class CodewordPrefix(nn.Module):
+    """Prefix embedding rows ``[levels * codebook_size, dim]`` as ``proj(codeword / level_rms) + level``.
+
+    ``codebooks [levels, codebook_size, D]`` is the fitted conditioner's RVQ; each level is scaled to unit
+    RMS first because residual levels shrink (a shared map would otherwise see only the first levels).
+    """
+
+    def __init__(self, codebooks: Tensor, dim: int) -> None:
+        super().__init__()
+        if codebooks.dim() != 3:
+            raise ValueError(f"expected RVQ codebooks [levels, codebook_size, D], got {tuple(codebooks.shape)}")
+        books = codebooks.detach().float()
+        rms = books.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-8)
+        self.register_buffer("codebooks", books / rms)
+        self.proj = nn.Linear(books.shape[-1], dim, bias=False)
+        self.level = nn.Parameter(torch.zeros(books.shape[0], dim))
+
+    @property
+    def levels(self) -> int:
+        return self.codebooks.shape[0]
+
+    @property
+    def codebook_size(self) -> int:
+        return self.codebooks.shape[1]
+
+    def rows(self) -> Tensor:
+        """All prefix rows, level-major: row ``level * codebook_size + code``."""
+        return (self.proj(self.codebooks) + self.level[:, None]).reshape(-1, self.level.shape[1])
+
+    def embed(self, codes: Tensor) -> Tensor:
+        """codes ``[B, levels]`` -> prefix embeddings ``[B, levels, dim]``."""
+        offsets = torch.arange(self.levels, device=codes.device) * self.codebook_size
+        return F.embedding(codes.long() + offsets, self.rows())
+
+    def check_fits(self, lm: SemanticLM) -> None:
+        c = lm.config
+        if (c.prefix_levels, c.prefix_codebook_size, c.dim) != (self.levels, self.codebook_size, self.level.shape[1]):
+            raise ValueError(
+                f"the conditioner's RVQ ({self.levels} levels x {self.codebook_size} codes) and this map "
+                f"(dim {self.level.shape[1]}) do not fit the LM's prefix ({c.prefix_levels} x "
+                f"{c.prefix_codebook_size}, dim {c.dim}); train the LM with the conditioner of the same run"
+            )
+
+    @torch.no_grad()
+    def fit_to(self, lm: SemanticLM) -> None:
+        """Least-squares map onto the LM's current prefix rows: the closest start to the LM as it is."""
+        self.check_fits(lm)
+        y = lm.embed.weight[lm.config.vocab_size :].double()
+        d = self.codebooks.shape[-1]
+        one_hot = torch.eye(self.levels, dtype=torch.float64).repeat_interleave(self.codebook_size, dim=0)
+        x = torch.cat([self.codebooks.reshape(-1, d).double(), one_hot], dim=1)  # codeword, then its level
+        # A small ridge in float64: unused codes repeat codewords, and a rank-deficient solve in float32
+        # gave a start that differed between identical runs.
+        gram = x.T @ x + 1e-6 * torch.eye(x.shape[1], dtype=torch.float64)
+        solution = torch.linalg.solve(gram, x.T @ y)
+        self.proj.weight.copy_(solution[:d].T)
+        self.level.copy_(solution[d:])
+
+    @torch.no_grad()
+    def sync(self, lm: SemanticLM) -> None:
+        """Write the rows into the LM's embedding table, where inference and export read them."""
+        lm.embed.weight[lm.config.vocab_size :] = self.rows().to(lm.embed.weight.dtype)
+
+
+def prefix_lm_losses(model: SemanticLM, prefix: CodewordPrefix, prefix_codes: Tensor, semantic: Tensor) -> Tensor:
+    """[next-token CE (:func:`melody_edge.models.lm.lm_loss`), :func:`first_token_window_ce`], with the prefix
+    rows from ``prefix`` (gradients reach its map)."""
+    x = torch.cat([prefix.embed(prefix_codes), model.embed(semantic[:, :-1].long())], dim=1)
+    logits = model.forward_embeddings(x)[:, model.config.prefix_levels - 1 :]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), semantic.reshape(-1).long())
+    return torch.stack([ce, first_token_window_ce(logits[:, 0], semantic)])
+
+
+def first_token_window_ce(first_logits: Tensor, semantic: Tensor) -> Tensor:
+    """Cross-entropy of the prompt-only prediction (logits [B, V] at the last prefix position) against every
+    token of its window [B, S].
+
+    Only the first token of a window is predicted from the prompt alone; once a few tokens are in context,
+    they say more about the music than the prompt does, so the plain loss gives the prompt one target in
+    S. Windows start at arbitrary points of a piece, so the first token is a draw from the window's tokens,
+    and scoring the prompt-only prediction against all of them estimates the same distribution with S
+    targets instead of one: the prompt (its key, instruments, style) is what has to explain them.
+    """
+    logp = F.log_softmax(first_logits.float(), dim=-1)
+    return -logp.gather(1, semantic.long()).mean()
