@@ -13,13 +13,17 @@ Beside it: the same read-out on the real held-out tokens (what a perfect LM coul
 tokens from a shuffled caption (every clip with another clip's codes: what ignoring the prompt gives).
 ``prompt_only`` reads the key of the LM's first-token distribution itself (probabilities through the same
 table), with no sampling: whether the prompt moves the LM's prediction toward the key at all.
-``--temperature`` (repeatable) compares sampling temperatures. The training tokens come from the
-trainer's feature cache (``--cache``).
+``--temperature`` (repeatable) compares sampling temperatures; ``--lm-guidance`` (repeatable) samples with
+classifier-free guidance against the generic prompt (``conditioning.GENERIC_PROMPT``), which the runtime
+does not do: whether guidance, with an LM trained with ``train lm --prompt-dropout``, would carry the key.
+The training tokens come from the trainer's feature cache (``--cache``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import json
 import time
 from pathlib import Path
@@ -27,7 +31,7 @@ from pathlib import Path
 import torch
 
 from melody_edge.models.checkpoint import load_component
-from melody_edge.models.conditioning import SentenceEmbeddingTextEncoder, default_text_encoder_dir
+from melody_edge.models.conditioning import GENERIC_PROMPT, SentenceEmbeddingTextEncoder, default_text_encoder_dir
 from melody_edge.models.lm import LMConfig, SemanticLM
 from melody_edge.models.melody import MeLoDy
 from melody_edge.runtime.rng import STREAM_TOKENS, PortableRng
@@ -42,20 +46,39 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "melody_edge" / "chec
 
 @torch.no_grad()
 def sample_window(
-    lm: SemanticLM, codes: torch.Tensor, n: int, temperature: float, top_k: int, seed: int
+    lm: SemanticLM,
+    codes: torch.Tensor,
+    n: int,
+    temperature: float,
+    top_k: int,
+    seed: int,
+    guidance: float = 1.0,
+    null_lm: SemanticLM | None = None,
+    null_codes: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """codes [levels] -> n semantic tokens [n]: the runtime's first window (prefill, then one decode per token)."""
+    """codes [levels] -> n semantic tokens [n]: the runtime's first window (prefill, then one decode per token).
+
+    With ``guidance`` != 1, classifier-free guidance on the LM, which the runtime does not do (yet):
+    ``null_lm`` (a second copy of the LM, for its own KV cache) runs the same tokens after ``null_codes``,
+    and the logits sampled are ``u + guidance * (c - u)``.
+    """
     c = lm.config
-    lm.reset_cache()
-    ids = lm.prefix_ids(codes[None].long())
-    logits = lm.prefill(ids, 0)[0, -1]
+    guided = guidance != 1.0
+    if guided and (null_lm is None or null_codes is None):
+        raise ValueError("guidance needs null_lm (a copy of the LM) and null_codes (the generic prompt's codes)")
+    streams = [(lm, codes)] + ([(null_lm, null_codes)] if guided else [])
+    logits = []
+    for model, prompt in streams:
+        model.reset_cache()
+        logits.append(model.prefill(model.prefix_ids(prompt[None].long()), 0)[0, -1])
     rng = PortableRng(seed, STREAM_TOKENS)
     out = []
     for i in range(n):
-        tok = sample_token(logits.numpy(), temperature, top_k, float(rng.uniform(1)[0]))
+        mixed = logits[1] + guidance * (logits[0] - logits[1]) if guided else logits[0]
+        tok = sample_token(mixed.numpy(), temperature, top_k, float(rng.uniform(1)[0]))
         out.append(tok)
         if i + 1 < n:
-            logits = lm.decode(torch.tensor([[tok]]), c.prefix_levels + i)[0]
+            logits = [model.decode(torch.tensor([[tok]]), c.prefix_levels + i)[0] for model, _ in streams]
     return torch.tensor(out, dtype=torch.long)
 
 
@@ -73,7 +96,13 @@ def prompt_only_key(lm: SemanticLM, codes: torch.Tensor, shuffled: torch.Tensor,
 
 
 def probe(
-    checkpoint: Path, data: Path, cache: Path, lm_dirs: list[Path], seeds: int, temperatures: list[float] | None = None
+    checkpoint: Path,
+    data: Path,
+    cache: Path,
+    lm_dirs: list[Path],
+    seeds: int,
+    temperatures: list[float] | None = None,
+    guidances: list[float] | None = None,
 ) -> dict:
     model = MeLoDy.load(checkpoint)
     cfg, sr = model.config, model.config.sample_rate
@@ -85,9 +114,9 @@ def probe(
     table = token_chroma_table(train.audio, tok_train, cfg.lm.vocab_size, sr, model.tokenizer.hop_length)
     facts = [c.facts for c in val.clips]
     real = [_key_ok(key_from_tokens(model.tokenizer.tokenize(a[None])[0], table), f) for a, f in zip(val.audio, facts)]
-    codes = model.conditioner.tokens_from_prompt(
-        [c.caption for c in val.clips], SentenceEmbeddingTextEncoder(default_text_encoder_dir())
-    )
+    encoder = SentenceEmbeddingTextEncoder(default_text_encoder_dir())
+    codes = model.conditioner.tokens_from_prompt([c.caption for c in val.clips], encoder)
+    null_codes = model.conditioner.tokens_from_prompt([GENERIC_PROMPT], encoder)[0]
     shuffled = codes.roll(len(codes) // 2, dims=0)
     lms = {"checkpoint": model.lm}
     for path in lm_dirs:
@@ -106,16 +135,19 @@ def probe(
         "lms": [],
     }
     for name, lm in lms.items():
-        for temp in temperatures:
+        null_lm = copy.deepcopy(lm)
+        for temp, scale in itertools.product(temperatures, guidances or [1.0]):
             t0 = time.monotonic()
-            row: dict = {
-                "lm": name,
-                "temperature": temp,
-                "prompt_only": prompt_only_key(lm, codes, shuffled, table, facts),
-            }
+            row: dict = {"lm": name, "temperature": temp, "guidance": scale}
+            row["prompt_only"] = prompt_only_key(lm, codes, shuffled, table, facts)
             for label, prompt in (("own_caption", codes), ("shuffled_caption", shuffled)):
                 hits = [
-                    _key_ok(key_from_tokens(sample_window(lm, prompt[i], n, temp, cfg.top_k, s), table), f)
+                    _key_ok(
+                        key_from_tokens(
+                            sample_window(lm, prompt[i], n, temp, cfg.top_k, s, scale, null_lm, null_codes), table
+                        ),
+                        f,
+                    )
                     for s in range(seeds)
                     for i, f in enumerate(facts)
                 ]
@@ -140,16 +172,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--temperature", type=float, action="append", help="sampling temperature (repeatable; default: checkpoint's)"
     )
+    ap.add_argument(
+        "--lm-guidance",
+        type=float,
+        action="append",
+        help="classifier-free guidance on the LM against the generic prompt (repeatable; default 1 = none). "
+        "The runtime does not guide the LM: this measures whether it would help (train with --prompt-dropout)",
+    )
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = probe(args.checkpoint, args.data, args.cache, args.lm, args.seeds, args.temperature)
+    report = probe(args.checkpoint, args.data, args.cache, args.lm, args.seeds, args.temperature, args.lm_guidance)
     print(
         f"\nkey accuracy (same tonic in brackets); sampled = {report['tokens_per_sample']} tokens per caption and seed"
     )
-    head = f"{'LM':<32} {'temp':>5} {'sampled own':>13} {'shuffled':>13} {'prompt-only own':>16} {'shuffled':>13}"
+    head = f"{'LM':<32} {'temp':>5} {'cfg':>4} {'sampled own':>13} {'shuffled':>13}"
+    head += f" {'prompt-only own':>16} {'shuffled':>13}"
     print(head)
     for row in report["lms"]:
         cells = []
@@ -157,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             for label in ("own_caption", "shuffled_caption"):
                 cells.append(f"{part[label]['key']:>6.1%} ({part[label]['same_tonic']:>4.0%})")
         print(
-            f"{row['lm'][-32:]:<32} {row['temperature']:>5.2f} {cells[0]:>13} {cells[1]:>13} "
+            f"{row['lm'][-32:]:<32} {row['temperature']:>5.2f} {row['guidance']:>4.1f} {cells[0]:>13} {cells[1]:>13} "
             f"{cells[2]:>16} {cells[3]:>13}"
         )
     real = report["real_tokens"]

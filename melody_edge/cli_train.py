@@ -127,8 +127,17 @@ def _run_loop(component: str, data_dir: Path, config_name: str, out: Path, seed:
     fn = {"vae": pipeline.train_vae, "dpd": pipeline.train_dpd, "lm": pipeline.train_lm}[component]
     try:
         disc_start = kw.pop("disc_start", None)  # only `train vae` has the option
+        prompt_dropout = kw.pop("prompt_dropout", None)  # only `train lm`
         options = pipeline.default_options(config_name, component, seed=seed, **kw)
-        result = fn(data_dir, config_name, out, options, log=lambda m: click.echo(m, err=True), disc_start=disc_start)
+        result = fn(
+            data_dir,
+            config_name,
+            out,
+            options,
+            log=lambda m: click.echo(m, err=True),
+            disc_start=disc_start,
+            prompt_dropout=prompt_dropout,
+        )
     except _errors() as exc:
         raise click.ClickException(str(exc)) from None
     status = "finished" if result.finished else "stopped early (resume with the same command)"
@@ -155,6 +164,14 @@ for _name, _doc in (
             default=None,
             help="Step at which the discriminators switch on (default: per config; raise it to continue on "
             "the reconstruction loss alone).",
+        )(cmd)
+    if _name == "lm":
+        cmd = click.option(
+            "--prompt-dropout",
+            type=float,
+            default=None,
+            help="Share of windows trained on the generic prompt's codes (0 = off, the default): the "
+            "unconditional branch for guidance on the LM, which benchmarks/lm_key_probe.py --lm-guidance measures.",
         )(cmd)
     train.command(name=_name, help=_doc)(cmd)
 

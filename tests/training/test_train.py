@@ -351,3 +351,29 @@ def test_lm_prefix_rows_come_from_the_conditioner_codewords(toy_data, fitted_run
     prefix.load_state_dict(load_file(str(run / "lm" / "extra" / "prefix.safetensors")))
     # The saved LM is a plain SemanticLM whose prefix rows are the map's, so export and runtimes see them.
     torch.testing.assert_close(lm.embed.weight[lm.config.vocab_size :], prefix.rows())
+
+
+def test_prompt_dropout_trains_some_windows_on_the_generic_prompt(toy_data, fitted_run, tmp_path):
+    from melody_edge.training.loop import init_runtime
+    from melody_edge.training.train_seq import LMTrainSettings
+
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    opts = pipeline.default_options("tiny", "lm", steps=1, batch_size=64)
+    task = pipeline._lm_task(toy_data, pipeline.resolve_config("tiny"), run, opts, init_runtime(), print, 0.5)
+    seen = []
+
+    def record(codes, tokens):
+        seen.append(codes)
+        zero = sum(p.sum() * 0 for p in task.module.parameters())
+        return torch.stack([zero, zero])
+
+    task.loss = record
+    task.attach(task.optimizers(opts))
+    task.train_step(0, torch.Generator().manual_seed(0))
+    is_null = (seen[0] == task.null_codes).all(dim=1)
+    assert 0 < int(is_null.sum()) < 64  # about half the windows, not none and not all
+    with pytest.raises(ValueError, match="prompt-dropout"):
+        LMTrainSettings(prompt_dropout=1.0)
+    with pytest.raises(ValueError, match="LM only"):
+        pipeline.train_dpd(toy_data, "tiny", run, opts, prompt_dropout=0.1)
