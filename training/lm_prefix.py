@@ -86,10 +86,13 @@ class CodewordPrefix(nn.Module):
         lm.embed.weight[lm.config.vocab_size :] = self.rows().to(lm.embed.weight.dtype)
 
 
-def prefix_lm_losses(model: SemanticLM, prefix: CodewordPrefix, prefix_codes: Tensor, semantic: Tensor) -> Tensor:
+def prefix_lm_losses(
+    model: SemanticLM, prefix: CodewordPrefix | None, prefix_codes: Tensor, semantic: Tensor
+) -> Tensor:
     """[next-token CE (:func:`melody_edge.models.lm.lm_loss`), :func:`first_token_window_ce`], with the prefix
-    rows from ``prefix`` (gradients reach its map)."""
-    x = torch.cat([prefix.embed(prefix_codes), model.embed(semantic[:, :-1].long())], dim=1)
+    rows from ``prefix`` (gradients reach its map), or from the LM's own table when it is None."""
+    rows = prefix.embed(prefix_codes) if prefix is not None else model.embed(model.prefix_ids(prefix_codes))
+    x = torch.cat([rows, model.embed(semantic[:, :-1].long())], dim=1)
     logits = model.forward_embeddings(x)[:, model.config.prefix_levels - 1 :]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), semantic.reshape(-1).long())
     return torch.stack([ce, first_token_window_ce(logits[:, 0], semantic)])

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from melody_edge.models.dpd import DPDConfig, DualPathDiffusion, dpd_loss
-from melody_edge.models.lm import LMConfig, SemanticLM, lm_loss
+from melody_edge.models.lm import LMConfig, SemanticLM
 
 from .lm_prefix import CodewordPrefix, first_token_window_ce, prefix_lm_losses
 from .loop import Runtime, TrainOptions, clip_and_step
@@ -42,9 +42,10 @@ def _validation_losses(model: SemanticLM, codes: Tensor, semantic: Tensor) -> tu
 
 
 class _PrefixLoss(nn.Module):
-    """LM loss with prefix rows from a :class:`CodewordPrefix`; both modules inside, for DDP."""
+    """[CE, first_ce] with prefix rows from a :class:`CodewordPrefix` (or the LM's own); both modules inside,
+    for DDP."""
 
-    def __init__(self, model: SemanticLM, prefix: CodewordPrefix) -> None:
+    def __init__(self, model: SemanticLM, prefix: CodewordPrefix | None) -> None:
         super().__init__()
         self.model, self.prefix = model, prefix
 
@@ -201,9 +202,7 @@ class LMTask:
             self.prefix = CodewordPrefix(codebooks, config.dim).to(runtime.device)
             self.prefix.check_fits(self.module)
             self.extra_modules["prefix"] = self.prefix
-            self.loss = runtime.wrap(_PrefixLoss(self.module, self.prefix))
-        else:
-            self.loss = runtime.wrap(_Loss(self.module, lm_loss))
+        self.loss = runtime.wrap(_PrefixLoss(self.module, self.prefix))
         self.seq = config.max_seq_len - config.prefix_levels
         self.train_codes, self.train_tokens = train
         short = min(t.numel() for t in self.train_tokens)
@@ -244,19 +243,14 @@ class LMTask:
             dropped = torch.rand(len(idx), generator=gen) < self.settings.prompt_dropout
             codes = torch.where(dropped[:, None], self.null_codes.view(1, -1).to(codes), codes)
         codes, tokens = codes.to(dev), torch.stack(seqs).to(dev)
-        if self.prefix is None:
-            loss = self.loss(codes, tokens)
-            logged = {"ce": float(loss.detach())}
-        else:
-            ce, first = self.loss(codes, tokens)
-            loss = ce + self.settings.window_weight * first
-            logged = {"ce": float(ce.detach()), "first_ce": float(first.detach())}
+        ce, first = self.loss(codes, tokens)
+        loss = ce + self.settings.window_weight * first
         loss.backward()
         clip_and_step(self.module, self.opt, self.options.grad_clip)
         if self.prefix is not None:
             clip_and_step(self.prefix, self.prefix_opt, self.options.grad_clip)
             self.prefix.sync(self.module)
-        return logged
+        return {"ce": float(ce.detach()), "first_ce": float(first.detach())}
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

@@ -28,6 +28,8 @@ def test_synced_rows_make_the_plain_loss_equal_the_mapped_one():
     assert not torch.isclose(before, mapped)  # the map's random start differs from the LM's own rows
     prefix.sync(lm)
     torch.testing.assert_close(lm_loss(lm, codes, semantic), mapped)
+    # Without a map (LMTrainSettings.codeword_prefix off) the LM's own rows are used: the plain loss.
+    torch.testing.assert_close(prefix_lm_losses(lm, None, codes, semantic)[0], lm_loss(lm, codes, semantic))
     torch.testing.assert_close(lm.embed.weight[lm.config.vocab_size :], prefix.rows())
 
 
