@@ -2,11 +2,12 @@
 
 The LM gives each of its ``levels x codebook_size`` prefix codes an embedding row of its own. With a few
 hundred captions most codes below the first level are seen in one caption or none, so held-out prompts
-reach the LM through rows it never trained: the 2026-12-05 demo LM had the same validation cross-entropy
-with every clip's prefix swapped for another clip's (2.457 and 2.456), although the codewords of those
-held-out captions name their key to a linear probe 82 % of the time. Computing every prefix row as one
-learned linear map of its code's codeword (plus a per-level vector) ties codes of similar meaning
-together, so what the LM learns from one caption carries over to unseen ones.
+reach the LM through rows it never trained: the first 2026-12-05 demo LM had nearly the same
+validation cross-entropy with every clip's prefix swapped for another clip's (2.457 against 2.463),
+although the codewords of those held-out captions name their key to a linear probe 82 % of the time.
+Computing every prefix row as one learned linear map of its code's codeword (plus a per-level vector)
+ties codes of similar meaning together, so what the LM learns from one caption carries over to unseen
+ones.
 
 The rows are written into the LM's own embedding table after every step (:meth:`CodewordPrefix.sync`),
 so the LM that is saved, exported and run is the unchanged :class:`SemanticLM`; the map itself is a
