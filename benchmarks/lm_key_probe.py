@@ -134,12 +134,14 @@ def probe(
         "chance": {"key": 1 / 24, "same_tonic": 1 / 12},
         "lms": [],
     }
+    guidances = guidances or [1.0]
     for name, lm in lms.items():
-        null_lm = copy.deepcopy(lm)
-        for temp, scale in itertools.product(temperatures, guidances or [1.0]):
+        # A second copy only for guidance's unconditional stream (its own KV cache).
+        null_lm = copy.deepcopy(lm) if any(g != 1.0 for g in guidances) else None
+        prompt_only = prompt_only_key(lm, codes, shuffled, table, facts)  # no sampling: once per LM
+        for temp, scale in itertools.product(temperatures, guidances):
             t0 = time.monotonic()
-            row: dict = {"lm": name, "temperature": temp, "guidance": scale}
-            row["prompt_only"] = prompt_only_key(lm, codes, shuffled, table, facts)
+            row: dict = {"lm": name, "temperature": temp, "guidance": scale, "prompt_only": prompt_only}
             for label, prompt in (("own_caption", codes), ("shuffled_caption", shuffled)):
                 hits = [
                     _key_ok(

@@ -53,9 +53,10 @@ class CodewordPrefix(nn.Module):
         return (self.proj(self.codebooks) + self.level[:, None]).reshape(-1, self.level.shape[1])
 
     def embed(self, codes: Tensor) -> Tensor:
-        """codes ``[B, levels]`` -> prefix embeddings ``[B, levels, dim]``."""
-        offsets = torch.arange(self.levels, device=codes.device) * self.codebook_size
-        return F.embedding(codes.long() + offsets, self.rows())
+        """codes ``[B, levels]`` -> prefix embeddings ``[B, levels, dim]`` (the same values as :meth:`rows`;
+        only the B x levels codewords in use go through the map, not all levels x codebook_size)."""
+        levels = torch.arange(self.levels, device=codes.device)
+        return self.proj(self.codebooks[levels, codes.long()]) + self.level
 
     def check_fits(self, lm: SemanticLM) -> None:
         c = lm.config

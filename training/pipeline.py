@@ -283,11 +283,8 @@ def train_component(
         raise ValueError(f"--prompt-dropout applies to the LM only, not to {component}")
     rt = runtime or init_runtime()
     check_config(run, component, getattr(cfg, component))
-    make_task = _TASKS[component]
-    if component == "vae":
-        make_task = functools.partial(_vae_task, disc_start=disc_start)
-    elif component == "lm":
-        make_task = functools.partial(_lm_task, prompt_dropout=prompt_dropout)
+    extra = {"vae": {"disc_start": disc_start}, "lm": {"prompt_dropout": prompt_dropout}}.get(component, {})
+    make_task = functools.partial(_TASKS[component], **extra)
     task = make_task(data, cfg, run, options, rt, log)
     return run_training(task, component_dir(run, component), options, rt, log)
 

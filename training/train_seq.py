@@ -11,13 +11,12 @@ import dataclasses
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from melody_edge.models.dpd import DPDConfig, DualPathDiffusion, dpd_loss
 from melody_edge.models.lm import LMConfig, SemanticLM
 
-from .lm_prefix import CodewordPrefix, first_token_window_ce, prefix_lm_losses
+from .lm_prefix import CodewordPrefix, prefix_lm_losses
 from .loop import Runtime, TrainOptions, clip_and_step
 from .metrics import dpd_loss_by_angle, dpd_token_use
 
@@ -31,14 +30,6 @@ class _Loss(nn.Module):
 
     def forward(self, *args, **kwargs) -> Tensor:
         return self.fn(self.model, *args, **kwargs)
-
-
-def _validation_losses(model: SemanticLM, codes: Tensor, semantic: Tensor) -> tuple[float, float]:
-    """Next-token CE and the prompt-only prediction's CE against the whole window (``first_token_window_ce``)."""
-    ids = torch.cat([model.prefix_ids(codes), semantic.long()], dim=1)
-    logits = model(ids[:, :-1])[:, model.config.prefix_levels - 1 :]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), semantic.reshape(-1).long())
-    return float(ce), float(first_token_window_ce(logits[:, 0], semantic))
 
 
 class _PrefixLoss(nn.Module):
@@ -268,9 +259,12 @@ class LMTask:
                 totals = [0.0, 0.0]
                 for i in range(0, len(tokens), self.settings.val_batch):
                     sl = slice(i, i + self.settings.val_batch)
-                    ce, first = _validation_losses(self.module, c[sl].to(self.rt.device), tokens[sl].to(self.rt.device))
-                    totals[0] += ce * len(tokens[sl])
-                    totals[1] += first * len(tokens[sl])
+                    # The LM's own (synced) prefix rows: what is saved and exported.
+                    ce, first = prefix_lm_losses(
+                        self.module, None, c[sl].to(self.rt.device), tokens[sl].to(self.rt.device)
+                    )
+                    totals[0] += float(ce) * len(tokens[sl])
+                    totals[1] += float(first) * len(tokens[sl])
                 out["ce" + suffix], out["first_ce" + suffix] = (t / len(tokens) for t in totals)
         self.module.train()
         return out
