@@ -14,15 +14,14 @@ tokens from a shuffled caption (every clip with another clip's codes: what ignor
 ``prompt_only`` reads the key of the LM's first-token distribution itself (probabilities through the same
 table), with no sampling: whether the prompt moves the LM's prediction toward the key at all.
 ``--temperature`` (repeatable) compares sampling temperatures; ``--lm-guidance`` (repeatable) samples with
-classifier-free guidance against the generic prompt (``conditioning.GENERIC_PROMPT``), which the runtime
-does not do: whether guidance, with an LM trained with ``train lm --prompt-dropout``, would carry the key.
+classifier-free guidance against the generic prompt (``conditioning.GENERIC_PROMPT``) through the
+runtime's guided LM (``models/lm_guidance.py``; useful for an LM trained with ``train lm --prompt-dropout``).
 The training tokens come from the trainer's feature cache (``--cache``).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import json
 import time
@@ -33,6 +32,7 @@ import torch
 from melody_edge.models.checkpoint import load_component
 from melody_edge.models.conditioning import GENERIC_PROMPT, SentenceEmbeddingTextEncoder, default_text_encoder_dir
 from melody_edge.models.lm import LMConfig, SemanticLM
+from melody_edge.models.lm_guidance import streaming_lm
 from melody_edge.models.melody import MeLoDy
 from melody_edge.runtime.rng import STREAM_TOKENS, PortableRng
 from melody_edge.runtime.sampling import sample_token
@@ -46,39 +46,22 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "melody_edge" / "chec
 
 @torch.no_grad()
 def sample_window(
-    lm: SemanticLM,
-    codes: torch.Tensor,
-    n: int,
-    temperature: float,
-    top_k: int,
-    seed: int,
-    guidance: float = 1.0,
-    null_lm: SemanticLM | None = None,
-    null_codes: torch.Tensor | None = None,
+    lm: SemanticLM, codes: torch.Tensor, n: int, temperature: float, top_k: int, seed: int
 ) -> torch.Tensor:
     """codes [levels] -> n semantic tokens [n]: the runtime's first window (prefill, then one decode per token).
 
-    With ``guidance`` != 1, classifier-free guidance on the LM, which the runtime does not do (yet):
-    ``null_lm`` (a second copy of the LM, for its own KV cache) runs the same tokens after ``null_codes``,
-    and the logits sampled are ``u + guidance * (c - u)``.
+    ``lm`` is what the runtime streams with: the LM, or its guided form (``models/lm_guidance.streaming_lm``).
     """
     c = lm.config
-    guided = guidance != 1.0
-    if guided and (null_lm is None or null_codes is None):
-        raise ValueError("guidance needs null_lm (a copy of the LM) and null_codes (the generic prompt's codes)")
-    streams = [(lm, codes)] + ([(null_lm, null_codes)] if guided else [])
-    logits = []
-    for model, prompt in streams:
-        model.reset_cache()
-        logits.append(model.prefill(model.prefix_ids(prompt[None].long()), 0)[0, -1])
+    lm.reset_cache()
+    logits = lm.prefill(lm.prefix_ids(codes[None].long()), 0)[0, -1]
     rng = PortableRng(seed, STREAM_TOKENS)
     out = []
     for i in range(n):
-        mixed = logits[1] + guidance * (logits[0] - logits[1]) if guided else logits[0]
-        tok = sample_token(mixed.numpy(), temperature, top_k, float(rng.uniform(1)[0]))
+        tok = sample_token(logits.numpy(), temperature, top_k, float(rng.uniform(1)[0]))
         out.append(tok)
         if i + 1 < n:
-            logits = [model.decode(torch.tensor([[tok]]), c.prefix_levels + i)[0] for model, _ in streams]
+            logits = lm.decode(torch.tensor([[tok]]), c.prefix_levels + i)[0]
     return torch.tensor(out, dtype=torch.long)
 
 
@@ -116,7 +99,7 @@ def probe(
     real = [_key_ok(key_from_tokens(model.tokenizer.tokenize(a[None])[0], table), f) for a, f in zip(val.audio, facts)]
     encoder = SentenceEmbeddingTextEncoder(default_text_encoder_dir())
     codes = model.conditioner.tokens_from_prompt([c.caption for c in val.clips], encoder)
-    null_codes = model.conditioner.tokens_from_prompt([GENERIC_PROMPT], encoder)[0]
+    null_codes = tuple(model.conditioner.tokens_from_prompt([GENERIC_PROMPT], encoder)[0].tolist())
     shuffled = codes.roll(len(codes) // 2, dims=0)
     lms = {"checkpoint": model.lm}
     for path in lm_dirs:
@@ -136,18 +119,15 @@ def probe(
     }
     guidances = guidances or [1.0]
     for name, lm in lms.items():
-        # A second copy only for guidance's unconditional stream (its own KV cache).
-        null_lm = copy.deepcopy(lm) if any(g != 1.0 for g in guidances) else None
         prompt_only = prompt_only_key(lm, codes, shuffled, table, facts)  # no sampling: once per LM
         for temp, scale in itertools.product(temperatures, guidances):
             t0 = time.monotonic()
+            runner = streaming_lm(lm, null_codes, scale)  # the runtime's guided LM (cache batch 2) unless scale 1
             row: dict = {"lm": name, "temperature": temp, "guidance": scale, "prompt_only": prompt_only}
             for label, prompt in (("own_caption", codes), ("shuffled_caption", shuffled)):
                 hits = [
                     _key_ok(
-                        key_from_tokens(
-                            sample_window(lm, prompt[i], n, temp, cfg.top_k, s, scale, null_lm, null_codes), table
-                        ),
+                        key_from_tokens(sample_window(runner, prompt[i], n, temp, cfg.top_k, s), table),
                         f,
                     )
                     for s in range(seeds)
@@ -179,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         action="append",
         help="classifier-free guidance on the LM against the generic prompt (repeatable; default 1 = none). "
-        "The runtime does not guide the LM: this measures whether it would help (train with --prompt-dropout)",
+        "Default: 1. The checkpoint's own default (lm_guidance_scale) is not applied: list it to measure it",
     )
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", type=Path)

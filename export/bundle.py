@@ -211,7 +211,7 @@ def _export_components(model, target, recipe, tmp, specs, steps, sampler_artifac
         from .executorch_export import export_component
         from .xnnpack_swaps import prepare_dpd_for_xnnpack, prepare_lm_for_xnnpack, prepare_vae_for_xnnpack
 
-        lm, lm_q = quantize_for_xnnpack(prepare_lm_for_xnnpack(model.lm), recipe, "lm.")
+        lm, lm_q = quantize_for_xnnpack(prepare_lm_for_xnnpack(model.streaming_lm()), recipe, "lm.")
         # Before quantizing: the SRU swap slices the float gate projections (export/xnnpack_swaps.py).
         dpd, dpd_q = quantize_for_xnnpack(prepare_dpd_for_xnnpack(model.dpd), recipe, "dpd.")
         vae = prepare_vae_for_xnnpack(model.vae)  # never quantized (docs/export.md)
@@ -366,6 +366,9 @@ def _manifest(model, target, recipe, steps, prefill_len, components, quantized_l
             "guidance_scale": c.guidance_scale,
             "temperature": c.temperature,
             "top_k": c.top_k,
+            # Classifier-free guidance on the LM, inside the exported LM program (models/lm_guidance.py).
+            "lm_guidance_scale": c.lm_guidance_scale,
+            "lm_null_codes": list(c.lm_null_codes),
         },
         "components": components,
         "conditioner": CONDITIONER_DIR,

@@ -401,7 +401,7 @@ def _export_executorch_coreml(model, plan_args, recipe: Recipe, tmp: Path, log, 
     from .executorch_export import export_component
 
     specs, steps, sampler, encoder = plan_args
-    lm, lm_q = quantize_for_coreml_delegate(model.lm, recipe, "lm.")
+    lm, lm_q = quantize_for_coreml_delegate(model.streaming_lm(), recipe, "lm.")
     dpd, dpd_q = quantize_for_coreml_delegate(model.dpd, recipe, "dpd.")
     vae, vae_q = quantize_for_coreml_delegate(model.vae, recipe, "vae.")
     plan = _plan(_with_components(model, dpd=dpd, vae=vae), specs, steps, sampler, encoder, lm)
@@ -457,7 +457,8 @@ def export_coreml_components(
 
     _check_recipe(target, recipe)
     tmp = Path(tmp)
-    plan_lm = replace_kv_cache_with_slice_update(model.lm) if target == "coreml" else model.lm
+    lm = model.streaming_lm()  # batch-2 cache when the checkpoint guides its LM
+    plan_lm = replace_kv_cache_with_slice_update(lm) if target == "coreml" else lm
     plan = _plan(model, specs, steps, sampler_artifact, encoder_artifact, plan_lm)
     if only is not None:
         unknown = set(only) - set(plan)
@@ -475,7 +476,7 @@ def export_coreml_components(
             methods = plan[name][2]
             validation["components"][name] = validate_mlpackage(
                 tmp, entry, {m: s for m, (_, s) in methods.items()}, recipe, requested.get(name, []),
-                stateful=name == "lm", lm_config=model.lm.config,
+                stateful=name == "lm", lm_config=lm.config,
             )  # fmt: skip
     else:
         components, quantized = _export_executorch_coreml(

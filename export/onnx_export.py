@@ -82,7 +82,7 @@ class LMWithExplicitCache(nn.Module):
 
 def cache_shape(lm: SemanticLM) -> tuple[int, ...]:
     c = lm.config
-    return (c.n_layers, 2, 1, c.n_heads, c.max_seq_len, c.head_dim)
+    return (c.n_layers, 2, c.cache_batch_size, c.n_heads, c.max_seq_len, c.head_dim)
 
 
 def onnx_lm_specs(lm: SemanticLM, specs: dict[str, MethodSpec]) -> dict[str, MethodSpec]:
@@ -208,8 +208,8 @@ def quantize_onnx(path: Path, recipe: Recipe, component: str) -> list[str]:
 
 def onnx_plan(model: MeLoDy, specs: dict, steps: int, sampler: bool, encoder: bool) -> dict:
     """component -> {method: (module, spec)}; the LM gets one file per method (ONNX has one graph per file)."""
-    lm = replace_kv_cache_with_explicit(model.lm)
-    lm_specs = onnx_lm_specs(model.lm, specs["lm"])
+    lm = replace_kv_cache_with_explicit(model.streaming_lm())
+    lm_specs = onnx_lm_specs(lm, specs["lm"])
     plan = {
         "lm": {
             "prefill": (LMWithExplicitCache(lm, decode=False), lm_specs["prefill"]),
@@ -272,7 +272,7 @@ def export_onnx_components(
             n = len(entry["files"])
             log(f"  {name:<20} -> {data}: weights stored once for {n} graphs ({saved / 1e6:.2f} MB saved)")
         if name == "lm":
-            entry["state"] = "kv cache: explicit input 'cache' and output 'present' [L, 2, 1, H, S, Dh]"
+            entry["state"] = "kv cache: explicit input 'cache' and output 'present' [L, 2, B, H, S, Dh]"
         components[name] = entry
     if recipe.quantized and "dpd_sampler" in quantized and quantized["dpd_sampler"] != quantized.get("dpd"):
         from .bundle import ExportError

@@ -87,6 +87,13 @@ first_steps_option = click.option(
 @click.option("--steps", type=int, default=None, help="Sampler steps T (default: the config's).")
 @first_steps_option
 @click.option("--cfg", "guidance", type=float, default=None, help="Guidance scale (default: the config's, 2.5).")
+@click.option(
+    "--lm-cfg",
+    "lm_guidance",
+    type=float,
+    default=None,
+    help="Classifier-free guidance on the LM (default: the checkpoint's; 1 = off). A bundle's is fixed at export.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", type=float, default=None, help="LM sampling temperature (0 = greedy).")
 @click.option("--top-k", type=int, default=None, help="LM top-k (0 = off).")
@@ -103,6 +110,7 @@ def generate(
     steps: int | None,
     first_steps: int,
     guidance: float | None,
+    lm_guidance: float | None,
     seed: int,
     temperature: float | None,
     top_k: int | None,
@@ -122,6 +130,7 @@ def generate(
         seed=seed,
         temperature=temperature,
         top_k=top_k,
+        lm_guidance=lm_guidance,
         progress=not quiet,
     )
     if bundle and (checkpoint or config_name):
@@ -170,6 +179,13 @@ def _export_errors() -> tuple[type[BaseException], ...]:
 @click.option("--all", "build_all", is_flag=True, help="Every target x recipe this host can build, one bundle each.")
 @click.option("--steps", type=int, default=None, help="Sampler steps T baked into the bundle (default: config's).")
 @click.option("--window-seconds", type=float, default=None, help="DPD window length (whole chunks; default 10).")
+@click.option(
+    "--lm-cfg",
+    "lm_guidance",
+    type=float,
+    default=None,
+    help="LM classifier-free guidance baked into the LM program (default: the checkpoint's; 1 = off).",
+)
 @click.option("--no-verify", is_flag=True, help="Skip the parity gate (the bundle then has no parity.json).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
 @click.option("--group-size", type=int, default=None, help="int4 group size override.")
@@ -187,6 +203,7 @@ def export_cmd(
     build_all: bool,
     steps: int | None,
     window_seconds: float | None,
+    lm_guidance: float | None,
     no_verify: bool,
     force: bool,
     group_size: int | None,
@@ -199,7 +216,7 @@ def export_cmd(
     """Quantize and export to a deployable bundle behind a parity gate."""
     from melody_edge.export.bundle import export_bundle, preset_tokens
     from melody_edge.export.export_all import export_all, format_rows, load_presets
-    from melody_edge.models.melody import load_model, with_window_seconds
+    from melody_edge.models.melody import load_model, with_lm_guidance, with_window_seconds
     from melody_edge.quantization.recipes import load_recipe
 
     if build_all and (target or recipe_name):
@@ -216,6 +233,8 @@ def export_cmd(
         model = load_model(config_name, checkpoint, seed=seed)
         if window_seconds is not None:
             model = with_window_seconds(model, window_seconds)
+        if lm_guidance is not None:
+            model = with_lm_guidance(model, lm_guidance)
         preset_list = load_presets(presets, model) if presets else preset_tokens(model)
         options = dict(
             steps=steps,

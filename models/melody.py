@@ -24,6 +24,7 @@ from .conditioning import CONDITIONER_PRESETS, ConditionerConfig, PromptConditio
 from .config import ConfigBase, ConfigError, require
 from .dpd import DPD_PRESETS, DPDConfig, DualPathDiffusion
 from .lm import LM_PRESETS, LMConfig, SemanticLM
+from .lm_guidance import streaming_lm
 from .semantic_tokenizer import TOKENIZER_PRESETS
 from .tokenizers import TokenizerConfig, build_tokenizer, load_tokenizer_component
 from .vae import VAE, VAE_PRESETS, VAEConfig
@@ -44,12 +45,29 @@ class MelodyConfig(ConfigBase):
     guidance_scale: float = 2.5
     temperature: float = 1.0
     top_k: int = 0
+    # Classifier-free guidance on the LM (1 = off) against the generic prompt's codes, which an LM
+    # trained with ``train lm --prompt-dropout`` knows (models/lm_guidance.py).
+    lm_guidance_scale: float = 1.0
+    lm_null_codes: tuple[int, ...] = ()
 
     def validate(self) -> None:
         require(bool(self.name), "name", "must be a non-empty string")
         require(self.steps >= 1, "steps", "must be >= 1 (the sampler needs at least one step)")
         require(self.guidance_scale >= 0, "guidance_scale", "must be >= 0 (1.0 disables guidance)")
         require(self.temperature > 0, "temperature", "must be > 0")
+        require(self.lm_guidance_scale >= 0, "lm_guidance_scale", "must be >= 0 (1.0 disables guidance)")
+        if self.lm_null_codes:
+            require(
+                len(self.lm_null_codes) == self.lm.prefix_levels
+                and all(0 <= c < self.lm.prefix_codebook_size for c in self.lm_null_codes),
+                "lm_null_codes",
+                f"must be {self.lm.prefix_levels} codes in [0, {self.lm.prefix_codebook_size}) (the generic prompt's)",
+            )
+        require(
+            self.lm_guidance_scale == 1.0 or bool(self.lm_null_codes),
+            "lm_guidance_scale",
+            "needs lm_null_codes (an LM trained with --prompt-dropout); set it to 1.0",
+        )
         require(0 <= self.top_k <= self.lm.vocab_size, "top_k", f"must be in [0, {self.lm.vocab_size}] (0 = off)")
         lm, dpd, vae = self.lm, self.dpd, self.vae
         require(
@@ -171,6 +189,14 @@ class MeLoDy(nn.Module):
         c = self.config
         return {"lm": c.lm, "dpd": c.dpd, "vae": c.vae, "conditioner": c.conditioner, "tokenizer": c.tokenizer}
 
+    def streaming_lm(self, lm_guidance: float | None = None) -> SemanticLM:
+        """The LM the runtime and the exports stream with: guided unless the scale is 1.
+
+        ``lm_guidance`` None: the config's ``lm_guidance_scale``.
+        """
+        c = self.config
+        return streaming_lm(self.lm, c.lm_null_codes, lm_guidance, c.lm_guidance_scale)
+
     def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -278,4 +304,20 @@ def with_window_seconds(model: MeLoDy, seconds: float) -> MeLoDy:
         clone.lm.load_state_dict(model.lm.state_dict())
     clone.dpd = DualPathDiffusion(dpd)
     clone.dpd.load_state_dict(model.dpd.state_dict())
+    return clone.eval()
+
+
+def with_lm_guidance(model: MeLoDy, scale: float, null_codes: tuple[int, ...] | None = None) -> MeLoDy:
+    """The same modules with the LM guidance ``scale`` as the config's default (exports bake it in).
+
+    ``null_codes``: the generic prompt's codes (default: the checkpoint's). Raises ConfigError when
+    there are none and ``scale`` is not 1.
+    """
+    codes = model.config.lm_null_codes if null_codes is None else tuple(int(c) for c in null_codes)
+    config = model.config.replace(lm_guidance_scale=float(scale), lm_null_codes=codes)
+    clone = MeLoDy.__new__(MeLoDy)
+    nn.Module.__init__(clone)
+    clone.config = config
+    for name in COMPONENTS:
+        setattr(clone, name, getattr(model, name))
     return clone.eval()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .manifest import BundleError
+from .manifest import BundleError, load_manifest
 from .open import open_bundle
 from .pipeline import GenerationSettings
 from .session import generate_to_wav
@@ -57,10 +57,19 @@ def generate_from_bundle(
     first_steps: int = 0,
     temperature: float | None = None,
     top_k: int | None = None,
+    lm_guidance: float | None = None,
     progress: bool = True,
 ) -> dict:
-    backend, manifest = open_bundle(bundle, backend_name)
+    """``lm_guidance``: must equal the bundle's (the exported LM program guides with a fixed scale)."""
+    manifest = load_manifest(bundle)
     sampler = manifest["sampler"]
+    baked = float(sampler.get("lm_guidance_scale", 1.0))
+    if lm_guidance is not None and float(lm_guidance) != baked:
+        raise BundleError(
+            f"this bundle's LM guides with scale {baked:g}, fixed when it was exported; re-export with "
+            f"`melody-edge export --lm-cfg {lm_guidance:g}` or drop --lm-cfg"
+        )
+    backend, manifest = open_bundle(bundle, backend_name)
     settings = GenerationSettings(
         seconds=seconds,
         steps=sampler["steps"] if steps is None else steps,
@@ -78,5 +87,6 @@ def generate_from_bundle(
         "model": manifest["model"]["name"],
         "prompt": prompt,
         "conditioning_source": source,
+        "lm_guidance_scale": baked,
     }
     return generate_to_wav(backend, backend.spec, codes, settings, out, progress=progress, extra=extra)

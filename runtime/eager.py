@@ -29,20 +29,23 @@ def stream_spec(model: MeLoDy) -> StreamSpec:
 class EagerBackend(Backend):
     name = "eager"
 
-    def __init__(self, model: MeLoDy) -> None:
+    def __init__(self, model: MeLoDy, lm_guidance: float | None = None) -> None:
+        """``lm_guidance``: classifier-free guidance on the LM (None: the checkpoint's ``lm_guidance_scale``)."""
         self.model = model.eval()
         self.spec = stream_spec(model)
+        self.lm = model.streaming_lm(lm_guidance)
+        self.lm_guidance = model.config.lm_guidance_scale if lm_guidance is None else float(lm_guidance)
 
     def lm_reset(self) -> None:
-        self.model.lm.reset_cache()
+        self.lm.reset_cache()
 
     @torch.no_grad()
     def lm_prefill(self, ids: Tensor, start_pos: int) -> Tensor:
-        return self.model.lm.prefill(ids.reshape(1, -1).long(), start_pos)[0, -1].float()
+        return self.lm.prefill(ids.reshape(1, -1).long(), start_pos)[0, -1].float()
 
     @torch.no_grad()
     def lm_decode(self, token: int, pos: int) -> Tensor:
-        return self.model.lm.decode(torch.tensor([[token]], dtype=torch.long), pos)[0].float()
+        return self.lm.decode(torch.tensor([[token]], dtype=torch.long), pos)[0].float()
 
     @torch.no_grad()
     def dpd(self, z: Tensor, angles: Tensor, tokens: Tensor) -> Tensor:

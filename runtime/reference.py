@@ -40,8 +40,10 @@ def generate_reference(
     first_steps: int = 0,
     temperature: float | None = None,
     top_k: int | None = None,
+    lm_guidance: float | None = None,
     progress: bool = True,
 ) -> dict:
+    """``lm_guidance``: classifier-free guidance on the LM (None: the checkpoint's ``lm_guidance_scale``)."""
     model = load_model(config_name=config_name, checkpoint=checkpoint)
     c = model.config
     settings = GenerationSettings(
@@ -54,6 +56,11 @@ def generate_reference(
         first_steps=first_steps,
     )
     codes = resolve_conditioning(model, prompt, tokens)
-    backend = EagerBackend(model)
-    extra = {"model": c.name, "checkpoint": str(checkpoint) if checkpoint else None, "prompt": prompt}
+    backend = EagerBackend(model, lm_guidance)
+    extra = {
+        "model": c.name,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "prompt": prompt,
+        "lm_guidance_scale": backend.lm_guidance,
+    }
     return generate_to_wav(backend, backend.spec, codes, settings, out, progress=progress, extra=extra)

@@ -98,7 +98,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def reference_model(manifest: dict, checkpoint: str | Path | None = None, config_name: str | None = None) -> MeLoDy:
     """The eager model the bundle was exported from: explicit arguments, else the manifest's source."""
     from ..export.bundle import weights_fingerprint
-    from ..models.melody import with_window_seconds
+    from ..models.config import ConfigError
+    from ..models.melody import with_lm_guidance, with_window_seconds
 
     source = manifest["model"].get("source") or {}
     if checkpoint or config_name:
@@ -118,6 +119,13 @@ def reference_model(manifest: dict, checkpoint: str | Path | None = None, config
             "the reference model's weights differ from the ones this bundle was exported from "
             f"(manifest weights_sha256 {want[:12]}…); pass the checkpoint it was exported from with --checkpoint"
         )
+    sampler = manifest["sampler"]
+    baked = float(sampler.get("lm_guidance_scale", 1.0))
+    if baked != model.config.lm_guidance_scale:  # exported with --lm-cfg: guide the reference the same way
+        try:
+            model = with_lm_guidance(model, baked, sampler.get("lm_null_codes") or None)
+        except ConfigError as exc:
+            raise BundleError(f"the bundle's LM guides with scale {baked:g}, the reference cannot: {exc}") from exc
     return model
 
 

@@ -25,6 +25,15 @@ TEST_PRESETS = [
 ]
 
 
+# The generic prompt's codes of a guided tiny model (a trained checkpoint takes them from its conditioner).
+TEST_NULL_CODES = (3, 900, 41, 7, 512, 0, 77, 1023, 250, 9, 600, 18)
+
+
+@pytest.fixture(scope="session")
+def null_codes() -> tuple[int, ...]:
+    return TEST_NULL_CODES
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     from melody_edge.models.melody import load_model
@@ -44,6 +53,7 @@ def bundle_factory(tiny_model, tmp_path_factory, worker_id):
     from filelock import FileLock
 
     from melody_edge.export.bundle import export_bundle
+    from melody_edge.models.melody import with_lm_guidance
     from melody_edge.quantization.recipes import load_recipe
 
     base = tmp_path_factory.getbasetemp()
@@ -51,13 +61,16 @@ def bundle_factory(tiny_model, tmp_path_factory, worker_id):
     root.mkdir(parents=True, exist_ok=True)
 
     def make(target: str, recipe: str, **options) -> object:
+        """``lm_guidance=S``: the tiny model with LM guidance S against TEST_NULL_CODES."""
         options = {"steps": 2, "sampler_artifact": False, "model_source": {"config": "tiny", "seed": 0}, **options}
         digest = hashlib.sha256(json.dumps([target, recipe, options], sort_keys=True).encode()).hexdigest()[:12]
         out = root / f"{target}-{recipe}-{digest}"
+        scale = options.pop("lm_guidance", None)
+        model = tiny_model if scale is None else with_lm_guidance(tiny_model, scale, TEST_NULL_CODES)
         with FileLock(str(out) + ".lock"):
             if not out.exists():
                 export_bundle(
-                    tiny_model,
+                    model,
                     target,
                     load_recipe(target, recipe),
                     out,

@@ -58,6 +58,8 @@ def test_generate_writes_wav_and_report(tmp_path):
         (["--tokens", "1,2,3"], "12"),
         (["--config", "huge"], "unknown preset"),
         (["--steps", "0"], "steps must be >= 1"),
+        (["--lm-cfg", "3"], "lm_null_codes is empty"),
+        (["--lm-cfg", "-1"], "LM guidance scale must be >= 0"),
     ],
 )
 def test_generate_bad_input_gives_a_clear_error(tmp_path, args, message):

@@ -39,6 +39,7 @@ from .run_dir import (
     load_vae,
     run_config,
     shipped_dir,
+    write_unconditional,
 )
 from .train_seq import DPDTask, DPDTrainSettings, LMTask, LMTrainSettings
 from .train_vae import VAETask, VAETrainSettings
@@ -250,6 +251,8 @@ def _lm_task(
         codebooks=codebooks,
         null_codes=null_codes,
     )
+    if settings.prompt_dropout:
+        write_unconditional(run, null_codes.tolist(), GENERIC_PROMPT, settings.prompt_dropout)
     task.validation_inputs = ", ".join(
         f"{name} {features.weights_digest(component_dir(run, name))}" for name in ("tokenizer", "conditioner")
     )

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -30,6 +31,33 @@ _HOW = {
     "dpd": "melody-edge train dpd",
     "lm": "melody-edge train lm",
 }
+
+
+# Written by `train lm --prompt-dropout`: the generic prompt's codes, the LM's unconditional branch.
+UNCONDITIONAL_FILE = "unconditional.json"
+# The LM guidance an assembled checkpoint gets when its LM has an unconditional branch: the scale
+# measured in docs/model_card.md (lm_key_probe.py), against 1 (no guidance).
+DEFAULT_LM_GUIDANCE = 3.0
+
+
+def write_unconditional(run: Path, null_codes: list[int], prompt: str, prompt_dropout: float) -> Path:
+    path = component_dir(run, "lm") / UNCONDITIONAL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"prompt": prompt, "codes": [int(c) for c in null_codes], "prompt_dropout": prompt_dropout}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def lm_guidance_fields(run: Path) -> dict:
+    """``lm_null_codes`` and ``lm_guidance_scale`` for the checkpoint, when the LM learnt the generic prompt."""
+    path = component_dir(run, "lm") / UNCONDITIONAL_FILE
+    if not path.is_file():
+        return {}
+    try:
+        codes = json.loads(path.read_text())["codes"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc}); rerun `train lm --prompt-dropout` or delete it") from exc
+    return {"lm_null_codes": tuple(int(c) for c in codes), "lm_guidance_scale": DEFAULT_LM_GUIDANCE}
 
 
 def component_dir(run: Path, name: str) -> Path:
@@ -104,6 +132,7 @@ def assemble_checkpoint(
     """
     run = Path(run)
     cfg = run_config(run, config)
+    cfg = cfg.replace(**lm_guidance_fields(run))
     model = build_model(cfg)
     for name in ORDER:
         d = shipped_dir(run, name, "assemble") if best else require_component(run, name, "assemble")

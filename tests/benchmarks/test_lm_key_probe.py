@@ -3,7 +3,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
 import torch
 
 from melody_edge.models.melody import build_model, preset
@@ -54,17 +53,18 @@ def test_prompt_only_key_reads_the_first_token_distribution_through_the_table():
     assert out["shuffled_caption"]["key"] == 0.0
 
 
-def test_guided_sampling_is_the_plain_draw_when_the_null_prompt_is_the_prompt_and_differs_otherwise():
-    import copy
+def test_guided_runtime_draws_what_the_probe_draws_and_guidance_changes_the_tokens(null_codes):
+    from melody_edge.models.melody import with_lm_guidance
 
-    model = build_model(preset("tiny"), seed=0)
-    lm, null_lm, n = model.lm, copy.deepcopy(model.lm), 40
-    codes = torch.tensor(PREFIX)
-    plain = probe.sample_window(lm, codes, n, 1.0, 0, seed=2)
-    same = probe.sample_window(lm, codes, n, 1.0, 0, seed=2, guidance=3.0, null_lm=null_lm, null_codes=codes)
-    assert torch.equal(plain, same)  # u + s (c - u) = c when both branches see the same prompt
-    other = torch.tensor([7] * 12)
-    guided = probe.sample_window(lm, codes, n, 1.0, 0, seed=2, guidance=3.0, null_lm=null_lm, null_codes=other)
+    model = with_lm_guidance(build_model(preset("tiny"), seed=0), 3.0, null_codes)
+    backend = EagerBackend(model)
+    n = backend.spec.window_tokens
+    settings = GenerationSettings(seconds=n / 25, steps=1, seed=2)
+    streamed = [t for ch in StreamingGenerator(backend, backend.spec).stream(PREFIX, settings) for t in ch.tokens]
+    guided = probe.sample_window(model.streaming_lm(), torch.tensor(PREFIX), n, 1.0, 0, seed=2)
+    assert guided.tolist() == streamed[:n]
+    plain = probe.sample_window(model.lm, torch.tensor(PREFIX), n, 1.0, 0, seed=2)
     assert not torch.equal(plain, guided)
-    with pytest.raises(ValueError, match="null_lm"):
-        probe.sample_window(lm, codes, n, 1.0, 0, seed=2, guidance=3.0)
+    # u + s (c - u) = c when the unconditional branch reads the prompt itself.
+    same = with_lm_guidance(model, 3.0, PREFIX).streaming_lm()
+    assert torch.equal(probe.sample_window(same, torch.tensor(PREFIX), n, 1.0, 0, seed=2), plain)

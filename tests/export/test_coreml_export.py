@@ -190,3 +190,15 @@ def test_executorch_coreml_check_fails_a_quantized_recipe_on_float_weights(tiny,
     )
     assert any("hold 0 compressed weight(s): the rest are stored as float" in f for f in claimed["failures"])
     assert any("float32 constants in a float16-compute recipe" in f for f in claimed["failures"])
+
+
+def test_guided_lm_converts_with_a_two_row_state_and_the_same_method_shapes(tiny, specs, tmp_path_factory, null_codes):
+    from melody_edge.models.melody import with_lm_guidance
+
+    guided = with_lm_guidance(tiny, 3.0, null_codes)
+    recipe = load_recipe("coreml", "fp16")
+    _, _, _, validation, _ = export(guided, specs, tmp_path_factory, "coreml", recipe, ["lm"])
+    v = validation["components"]["lm"]
+    assert v["inputs_ok"] and v["outputs_ok"] and v["state_ok"] and not v["failures"], v
+    # The state check compares the package's cache with [cache_batch_size, H, S, Dh] of the guided LM.
+    assert guided.streaming_lm().config.cache_batch_size == 2

@@ -373,6 +373,13 @@ def test_prompt_dropout_trains_some_windows_on_the_generic_prompt(toy_data, fitt
     task.train_step(0, torch.Generator().manual_seed(0))
     is_null = (seen[0] == task.null_codes).all(dim=1)
     assert 0 < int(is_null.sum()) < 64  # about half the windows, not none and not all
+    # The run records the generic prompt's codes; an assembled checkpoint guides its LM against them.
+    from melody_edge.training.run_dir import DEFAULT_LM_GUIDANCE, lm_guidance_fields
+
+    fields = lm_guidance_fields(run)
+    assert fields == {"lm_null_codes": tuple(task.null_codes.tolist()), "lm_guidance_scale": DEFAULT_LM_GUIDANCE}
+    assert pipeline.resolve_config("tiny").replace(**fields).lm_guidance_scale == DEFAULT_LM_GUIDANCE
+    assert lm_guidance_fields(fitted_run) == {}  # trained without prompt dropout: no guidance
     with pytest.raises(ValueError, match="prompt-dropout"):
         LMTrainSettings(prompt_dropout=1.0)
     with pytest.raises(ValueError, match="LM only"):
