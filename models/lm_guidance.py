@@ -30,8 +30,8 @@ def validate_null_codes(codes: tuple[int, ...] | list[int], config: LMConfig) ->
 class GuidedLM(SemanticLM):
     """A :class:`SemanticLM` with cache batch 2 that guides against fixed unconditional prefix codes.
 
-    Built by :func:`guided_lm` from a trained (or quantized, or export-swapped) LM; a subclass, so its
-    parameter names, state dict and the export swaps are those of the LM it came from.
+    Built by :func:`guided_lm` from a trained (or quantized) LM; a subclass, so its parameter names and
+    state dict are those of the LM it came from, and the export swaps (``export/``) apply to it after.
     """
 
     scale: float

@@ -135,7 +135,7 @@ def _run_one(
     nfe = counts["dpd"] + counts["lm_decode"] + counts["lm_prefill"] + counts["vae_decode"]
     nfe_10s = nfe * 10.0 / max(audio_s, 1e-9)
     return {
-        "name": "eager (PyTorch)" if kind == "eager" else f"{manifest['target']}/{manifest['recipe']['name']}",
+        "name": _run_name(kind, manifest),
         "kind": kind,
         "bundle": bundle,
         "backend": backend.name,
@@ -253,10 +253,23 @@ def bench(
     }
 
 
+def _lm_guidance(manifest: dict) -> float:
+    return float(manifest.get("sampler", {}).get("lm_guidance_scale", 1.0))
+
+
+def _run_name(kind: str, manifest: dict) -> str:
+    name = "eager (PyTorch)" if kind == "eager" else f"{manifest['target']}/{manifest['recipe']['name']}"
+    scale = _lm_guidance(manifest)
+    return name if scale == 1.0 else f"{name} lm-cfg {scale:g}"
+
+
 def _model_key(manifest: dict) -> str:
-    """What identifies a bundle's model: its weights fingerprint, else its source (config name and seed)."""
+    """What identifies a bundle's model: its weights fingerprint (else its source: config name and seed)
+    and its LM guidance, which doubles the LM's rows (so a guided bundle is timed against guided eager)."""
     model = manifest["model"]
-    return model.get("weights_sha256") or json.dumps(model.get("source"), sort_keys=True)
+    weights = model.get("weights_sha256") or json.dumps(model.get("source"), sort_keys=True)
+    scale = _lm_guidance(manifest)
+    return weights if scale == 1.0 else f"{weights} lm-cfg {scale:g}"
 
 
 def _cpuinfo(*keys: str) -> str | None:
@@ -304,8 +317,9 @@ def _machine() -> dict:
 
 
 def format_bench(result: dict) -> str:
+    w = max([28, *(len(r["name"]) for r in result["runs"])])
     head = (
-        f"{'run':<28} {'TTFA s':>7} {'p50 s':>7} {'p95 s':>7} {'RTF':>6} {'x eager':>7} {'tok/s':>7} "
+        f"{'run':<{w}} {'TTFA s':>7} {'p50 s':>7} {'p95 s':>7} {'RTF':>6} {'x eager':>7} {'tok/s':>7} "
         f"{'DPD s':>7} {'VAE s':>7} {'RSS MB':>7} {'MB':>7} {'NFE/10s':>8}"
     )
     lines = [head]
@@ -316,7 +330,7 @@ def format_bench(result: dict) -> str:
 
         mb = r["bundle_bytes"] / 1e6 if r["bundle_bytes"] else None
         lines.append(
-            f"{r['name']:<28} {f(r['time_to_first_audio_s'], '7.3f')} {f(r['chunk_latency_p50_s'], '7.3f')} "
+            f"{r['name']:<{w}} {f(r['time_to_first_audio_s'], '7.3f')} {f(r['chunk_latency_p50_s'], '7.3f')} "
             f"{f(r['chunk_latency_p95_s'], '7.3f')} {f(r['real_time_factor'], '6.3f')} "
             f"{f(r['speedup_vs_eager'], '7.2f')} {f(r['lm_tokens_per_s'], '7.0f')} {f(r['dpd_step_s'], '7.3f')} "
             f"{f(r['vae_chunk_s'], '7.3f')} {f(r['peak_rss_mb'], '7.0f')} {f(mb, '7.1f')} "

@@ -61,3 +61,17 @@ def test_config_validates_guidance_and_codes(tiny_model):
     guided = with_lm_guidance(tiny_model, 2.0, NULL)
     assert guided.config.lm_null_codes == tuple(NULL) and guided.lm is tiny_model.lm
     assert isinstance(guided.streaming_lm(), GuidedLM) and guided.streaming_lm(1.0) is tiny_model.lm
+
+
+@torch.no_grad()
+def test_prefix_written_token_by_token_through_decode_equals_one_prefill():
+    """The apps' ExecuTorch runners write every id through ``decode`` (docs/apps.md): the unconditional row
+    must get the generic prompt's code at each prefix position then too."""
+    guided = guided_lm(tiny_lm(), NULL, 3.0)
+    ids = torch.cat([guided.prefix_ids(torch.randint(0, 1024, (1, 12))), torch.randint(0, 1024, (1, 5))], 1)
+    guided.reset_cache()
+    want = guided.prefill(ids, 0)[:, -1]
+    guided.reset_cache()
+    for pos in range(ids.shape[1]):
+        got = guided.decode(ids[:, pos : pos + 1], pos)
+    assert torch.allclose(got, want, atol=1e-5)

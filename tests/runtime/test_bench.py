@@ -32,21 +32,27 @@ def test_each_bundle_is_compared_with_its_own_models_eager_run(tmp_path, monkeyp
 
     from melody_edge.runtime import bench as bench_module
 
-    # Three bundles of two models (only their manifests matter here): one eager run per model, and each
-    # bundle's speed-up divides by its own model's eager time.
-    weights = {"a1": "w-a", "a2": "w-a", "b": "w-b"}
+    # Four bundles of three models (only their manifests matter here): one eager run per model, and each
+    # bundle's speed-up divides by its own model's eager time. "g" has a's weights and a guided LM (two
+    # rows per LM call), so it is timed against a guided eager run.
+    weights = {"a1": "w-a", "a2": "w-a", "b": "w-b", "g": "w-a"}
     for name, sha in weights.items():
         (tmp_path / name).mkdir()
-        (tmp_path / name / "manifest.json").write_text(json.dumps({"model": {"weights_sha256": sha}}))
+        sampler = {"lm_guidance_scale": 3.0} if name == "g" else {}
+        (tmp_path / name / "manifest.json").write_text(
+            json.dumps({"model": {"weights_sha256": sha}, "sampler": sampler})
+        )
     monkeypatch.setattr(
         bench_module, "load_manifest", lambda p: json.loads((tmp_path / p / "manifest.json").read_text())
     )
     rtf = {
         ("eager", "a1"): 2.0,
         ("eager", "b"): 8.0,
+        ("eager", "g"): 3.0,
         ("bundle", "a1"): 1.0,
         ("bundle", "a2"): 0.5,
         ("bundle", "b"): 4.0,
+        ("bundle", "g"): 1.5,
     }
 
     def fake_run(kind, path, *args):
@@ -54,12 +60,19 @@ def test_each_bundle_is_compared_with_its_own_models_eager_run(tmp_path, monkeyp
 
     monkeypatch.setattr(bench_module, "_run_one", fake_run)
     monkeypatch.chdir(tmp_path)
-    runs = bench(["a1", "a2", "b"], isolate=False)["runs"]
+    runs = bench(["a1", "a2", "b", "g"], isolate=False)["runs"]
     assert [(r["kind"], r["bundle"]) for r in runs] == [
         ("eager", "a1"),
         ("eager", "b"),
+        ("eager", "g"),
         ("bundle", "a1"),
         ("bundle", "a2"),
         ("bundle", "b"),
+        ("bundle", "g"),
     ]
-    assert [r["speedup_vs_eager"] for r in runs] == [1.0, 1.0, 2.0, 4.0, 2.0]
+    assert [r["speedup_vs_eager"] for r in runs] == [1.0, 1.0, 1.0, 2.0, 4.0, 2.0, 2.0]
+    assert (
+        bench_module._run_name("bundle", {"target": "onnx", "recipe": {"name": "fp32"}, "sampler": {}}) == "onnx/fp32"
+    )
+    guided = {"target": "onnx", "recipe": {"name": "fp32"}, "sampler": {"lm_guidance_scale": 3.0}}
+    assert bench_module._run_name("eager", guided) == "eager (PyTorch) lm-cfg 3"

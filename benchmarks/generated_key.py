@@ -1,0 +1,141 @@
+"""Does generated audio keep the prompt's key? Stream held-out captions at several LM guidance scales.
+
+    python benchmarks/generated_key.py --data out/data/demo --cache out/runs/chroma/cache \
+        --lm-guidance 1 --lm-guidance 3 --clips 48 --seeds 2 --json out/generated_key.json
+
+``train evaluate`` generates 24 clips once; one clip there is 4 points of key accuracy. This script
+streams more of them side by side. It takes the held-out captions of distinct works, as ``train
+evaluate`` picks them (up to ``--clips``), and several seeds. At each LM guidance scale it streams
+``--seconds`` of audio through the eager runtime, with the checkpoint's sampler settings. The captions,
+seeds and DPD noise are the same for every scale, so the rows differ only in the LM's guidance. Two
+keys are read: the audio's (chroma + Krumhansl-Schmuckler, ``train evaluate``'s estimator) and that of
+the LM's tokens through the token -> mean-chroma table of the training audio (from the trainer's
+feature cache, ``--cache``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from melody_edge.models.conditioning import SentenceEmbeddingTextEncoder, default_text_encoder_dir
+from melody_edge.models.melody import MeLoDy
+from melody_edge.runtime.eager import EagerBackend
+from melody_edge.runtime.pipeline import GenerationSettings, StreamingGenerator
+from melody_edge.training import features
+from melody_edge.training.data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
+from melody_edge.training.evaluate import _distinct_works, _key_ok
+from melody_edge.training.metrics import estimate_key, key_from_tokens, token_chroma_table
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "melody_edge" / "checkpoints" / "demo"
+
+
+@torch.no_grad()
+def stream_keys(
+    model: MeLoDy,
+    codes: list[list[int]],
+    facts: list[dict],
+    table: torch.Tensor,
+    scale: float,
+    seeds: int,
+    seconds: float,
+    log=print,
+) -> dict:
+    """Key hits of the audio and of the LM's tokens for every caption and seed, at LM guidance ``scale``."""
+    backend = EagerBackend(model, lm_guidance=scale)
+    streamer = StreamingGenerator(backend, backend.spec)
+    c, sr = model.config, model.config.sample_rate
+    audio_hits, token_hits = [], []
+    for seed in range(seeds):
+        settings = GenerationSettings(seconds=seconds, steps=c.steps, guidance_scale=c.guidance_scale, seed=seed)
+        for j, (prompt, fact) in enumerate(zip(codes, facts, strict=True)):
+            chunks = list(streamer.stream(prompt, settings))
+            audio = np.concatenate([ch.audio for ch in chunks])
+            tokens = torch.tensor([t for ch in chunks for t in ch.tokens], dtype=torch.long)
+            audio_hits.append(_key_ok(estimate_key(torch.from_numpy(audio), sr), fact))
+            token_hits.append(_key_ok(key_from_tokens(tokens, table), fact))
+            log(f"[generated_key] lm cfg {scale:g} seed {seed} clip {j + 1}/{len(codes)}")
+    return {
+        "lm_guidance": scale,
+        "audio": {"key": _mean(audio_hits, 0), "same_tonic": _mean(audio_hits, 1), "hits": _count(audio_hits)},
+        "lm_tokens": {"key": _mean(token_hits, 0), "same_tonic": _mean(token_hits, 1), "hits": _count(token_hits)},
+        "samples": len(audio_hits),
+    }
+
+
+def _mean(hits: list[tuple[bool, bool]], k: int) -> float:
+    return sum(h[k] for h in hits) / max(len(hits), 1)
+
+
+def _count(hits: list[tuple[bool, bool]]) -> int:
+    return sum(h[0] for h in hits)
+
+
+def run(checkpoint: Path, data: Path, cache: Path, scales: list[float], clips: int, seeds: int, seconds: float) -> dict:
+    model = MeLoDy.load(checkpoint).eval()
+    sr = model.config.sample_rate
+    index = read_index(data)
+    train = AudioSet(split_clips(index, TRAIN), sr)
+    val_clips = split_clips(index, VALIDATION)
+    digest = features.weights_digest(Path(checkpoint) / "tokenizer")
+    tok_train = features.semantic_tokens(cache, TRAIN, train, model.tokenizer, digest, print)
+    table = token_chroma_table(train.audio, tok_train, model.config.lm.vocab_size, sr, model.tokenizer.hop_length)
+    chosen = _distinct_works(val_clips, clips)
+    encoder = SentenceEmbeddingTextEncoder(default_text_encoder_dir())
+    codes = model.conditioner.tokens_from_prompt([val_clips[i].caption for i in chosen], encoder).tolist()
+    facts = [val_clips[i].facts for i in chosen]
+    report: dict = {
+        "checkpoint": str(checkpoint),
+        "clips": len(chosen),
+        "seeds": seeds,
+        "seconds": seconds,
+        "checkpoint_lm_guidance": model.config.lm_guidance_scale,
+        "chance": {"key": 1 / 24, "same_tonic": 1 / 12},
+        "rows": [],
+    }
+    for scale in scales:
+        t0 = time.monotonic()
+        row = stream_keys(model, codes, facts, table, scale, seeds, seconds)
+        row["wall_seconds"] = round(time.monotonic() - t0, 1)
+        report["rows"].append(row)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, required=True, help="feature cache (a training run's RUN/cache)")
+    ap.add_argument("--lm-guidance", type=float, action="append", help="LM guidance scale (repeatable; default 1, 3)")
+    ap.add_argument("--clips", type=int, default=48, help="held-out captions of distinct works (at most)")
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    scales = args.lm_guidance or [1.0, 3.0]
+    report = run(args.checkpoint, args.data, args.cache, scales, args.clips, args.seeds, args.seconds)
+    n = report["rows"][0]["samples"]
+    print(f"\nkey accuracy over {report['clips']} captions x {report['seeds']} seeds = {n} clips (same tonic)")
+    print(f"{'LM guidance':>11} {'audio':>16} {'LM tokens':>16} {'wall s':>8}")
+    for row in report["rows"]:
+        a, t = row["audio"], row["lm_tokens"]
+        print(
+            f"{row['lm_guidance']:>11g} {a['key']:>7.1%} ({a['same_tonic']:>4.0%}) "
+            f"{t['key']:>8.1%} ({t['same_tonic']:>4.0%}) {row['wall_seconds']:>8.0f}"
+        )
+    print("chance 4.2 % (8 %)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from melody_edge.models.melody import build_model, preset, with_lm_guidance
+
+_spec = importlib.util.spec_from_file_location(
+    "generated_key", Path(__file__).parents[2] / "benchmarks" / "generated_key.py"
+)
+generated_key = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(generated_key)
+
+C_MAJOR = torch.tensor([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+
+
+def test_stream_keys_reads_every_caption_and_seed_at_the_requested_lm_guidance(null_codes):
+    model = with_lm_guidance(build_model(preset("tiny"), seed=0), 3.0, null_codes)
+    table = C_MAJOR.repeat(model.config.lm.vocab_size, 1)  # every token sounds like C major
+    codes = [[i * 7 % 1024 for i in range(12)], [5] * 12]
+    facts = [{"tonic_pc": 0, "mode": "major"}, {"tonic_pc": 7, "mode": "major"}]
+    logs = []
+    row = generated_key.stream_keys(model, codes, facts, table, 3.0, seeds=2, seconds=1.0, log=logs.append)
+    assert row["samples"] == 4 and len(logs) == 4 and row["lm_guidance"] == 3.0
+    # The tokens' key is read through the table: the C major captions hit, the G major ones miss.
+    assert row["lm_tokens"]["key"] == 0.5 and row["lm_tokens"]["hits"] == 2
+    assert 0.0 <= row["audio"]["key"] <= 1.0
