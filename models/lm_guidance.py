@@ -39,6 +39,10 @@ class GuidedLM(SemanticLM):
 
     def prefill(self, ids: Tensor, start_pos: Tensor | int) -> Tensor:
         """ids [1, T] at positions start_pos.. -> guided logits [1, T, vocab_size]."""
+        if ids.shape[0] != 1:
+            raise ValueError(
+                f"a guided LM streams one sequence (its cache holds its two rows), got batch {ids.shape[0]}"
+            )
         start = torch.as_tensor(start_pos, dtype=torch.long, device=ids.device).reshape(1)
         positions = start + torch.arange(ids.shape[1], device=ids.device)
         null = torch.index_select(self.null_ids, 0, positions)[None]

@@ -75,3 +75,9 @@ def test_prefix_written_token_by_token_through_decode_equals_one_prefill():
     for pos in range(ids.shape[1]):
         got = guided.decode(ids[:, pos : pos + 1], pos)
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_guided_lm_refuses_a_batch_it_cannot_hold():
+    guided = guided_lm(tiny_lm(), NULL, 3.0)
+    with pytest.raises(ValueError, match="one sequence"):
+        guided.prefill(torch.zeros(2, 3, dtype=torch.long), 0)
