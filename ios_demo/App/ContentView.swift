@@ -72,6 +72,8 @@ struct ContentView: View {
                 }
             }
             LabeledContent("Sampler steps", value: "\(manifest.steps)")
+            // Baked into the LM program at export (two cache rows): shown, not editable.
+            LabeledContent("LM guidance", value: manifest.lmGuidanceScale == 1 ? "off" : String(format: "%g", manifest.lmGuidanceScale))
         }
         .disabled(model.running)
     }

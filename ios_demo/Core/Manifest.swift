@@ -45,6 +45,8 @@ public struct Manifest {
     public let files: [String]
     /// sampler.preferred: the sampler form the export measured as faster ("unrolled" / "stepwise").
     public var samplerPreferred: String? = nil
+    /// sampler.lm_guidance_scale: classifier-free guidance inside the LM program (1 = none; older bundles lack it).
+    public var lmGuidanceScale: Double = 1.0
 
     /// T of the unrolled sampler artifact when the app should use it (the bundle has one and the export did
     /// not measure T single calls as faster), else 0: runtime/backend.py BundleBackend.sample_window.
@@ -138,7 +140,8 @@ public struct Manifest {
             steps: try int(sampler, "sampler", "steps"), guidanceScale: try dbl(sampler, "sampler", "guidance_scale"),
             temperature: try dbl(sampler, "sampler", "temperature"), topK: try int(sampler, "sampler", "top_k"),
             presets: presets, components: comps, bundleBytes: bytes, digests: digests, files: listed,
-            samplerPreferred: sampler["preferred"] as? String)
+            samplerPreferred: sampler["preferred"] as? String,
+            lmGuidanceScale: (sampler["lm_guidance_scale"] as? NSNumber)?.doubleValue ?? 1.0)
     }
 
     /// Every file the manifest lists, and each component's file, must exist in `bundleDir` (as Android's

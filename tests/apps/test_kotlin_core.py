@@ -154,3 +154,16 @@ def test_kotlin_core_follows_the_bundles_preferred_sampler(core_jar, bundle_fact
     report = json.loads((tmp_path / "trace.bin.report.json").read_text())
     jsonschema.validate(report, bench_schema())
     assert report["runs"][0]["sampler_artifact_calls"] == unrolled_calls
+
+
+def test_kotlin_core_replays_a_guided_lm_bundle_and_reads_its_scale(core_jar, bundle_factory, tmp_path):
+    """A bundle whose LM program guides (two cache rows inside lm's methods): the app's calls are unchanged."""
+    vectors = tmp_path / "vectors.json"
+    vectors.write_text(json.dumps(_vectors()))
+    bundle = bundle_factory("onnx", "fp32", lm_guidance=3.0)
+    backend, manifest = open_bundle(bundle)
+    settings = GenerationSettings(seconds=5.0, steps=2, seed=3)
+    record_trace(backend, backend.spec, manifest["presets"][0]["tokens"], settings, tmp_path / "trace.bin")
+    proc = run_core(core_jar, vectors, tmp_path / "trace.bin", bundle)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "OK" in proc.stdout and "lm guidance 3.0" in proc.stdout

@@ -207,7 +207,9 @@ class MelodyViewModel(app: Application) : AndroidViewModel(app) {
     private fun describe(b: CheckedBundle): String {
         val spec = b.manifest.spec
         val mb = "%.1f".format(Locale.US, b.bytes / 1e6)
-        return "${b.runName} · model ${b.modelName} · ${spec.sampleRate} Hz · T=${b.manifest.steps} · $mb MB"
+        // The LM's guidance is baked into lm.pte (two cache rows); shown so a slower LM is not a surprise.
+        val lmCfg = b.manifest.lmGuidanceScale.let { if (it != 1.0) " · LM cfg ${"%g".format(Locale.US, it)}" else "" }
+        return "${b.runName} · model ${b.modelName} · ${spec.sampleRate} Hz · T=${b.manifest.steps}$lmCfg · $mb MB"
     }
 
     // A method with no delegate runs on ExecuTorch's portable CPU kernels.

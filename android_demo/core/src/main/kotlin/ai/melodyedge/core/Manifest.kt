@@ -17,6 +17,8 @@ class Manifest(
     val components: Map<String, Map<String, Any?>>,
     /** sampler.preferred: which sampler form the export measured as faster on its host ("unrolled" / "stepwise"). */
     val samplerPreferred: String? = null,
+    /** sampler.lm_guidance_scale: classifier-free guidance inside the LM program (1 = none; older bundles lack it). */
+    val lmGuidanceScale: Double = 1.0,
 ) {
     /**
      * T of the unrolled sampler artifact when the app should use it (the bundle has one and the export
@@ -74,8 +76,10 @@ class Manifest(
             }
             val recipe = (m["recipe"] as? Map<String, Any?>)?.get("name") as? String ?: "?"
             val preferred = sampler["preferred"] as? String
+            val lmGuidance = (sampler["lm_guidance_scale"] as? Number)?.toDouble() ?: 1.0
             return Manifest(
                 m["target"] as String, recipe, spec, sampler.int("steps"), sampler.dbl("guidance_scale"), presets, comps, preferred,
+                lmGuidance,
             )
         }
     }

@@ -53,6 +53,9 @@ fun manifestChecks(bundle: File, spec: StreamSpec) {
     check(m.spec == spec) { "manifest spec ${m.spec} differs from the trace's $spec" }
     check(m.presets.isNotEmpty() && m.presets.all { it.tokens.size == spec.prefixLevels }) { "presets: ${m.presets}" }
     val raw = parseJson(File(bundle, BundleContract.MANIFEST_FILE).readText()) as MutableMap<String, Any?>
+    val lmCfg = ((raw["sampler"] as Map<String, Any?>)["lm_guidance_scale"] as? Number)?.toDouble() ?: 1.0
+    check(m.lmGuidanceScale == lmCfg) { "lm guidance ${m.lmGuidanceScale}, manifest $lmCfg" }
+    println("lm guidance $lmCfg")
     raw["schema_version"] = (BundleContract.SCHEMA_VERSION + 1).toLong()
     val msg = try {
         Manifest.parse(raw); null
