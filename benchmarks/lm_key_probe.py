@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         action="append",
         help="classifier-free guidance on the LM against the generic prompt (repeatable; default 1 = none). "
-        "Default: 1. The checkpoint's own default (lm_guidance_scale) is not applied: list it to measure it",
+        "The checkpoint's own lm_guidance_scale is not applied: list it to measure it",
     )
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", type=Path)

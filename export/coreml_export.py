@@ -396,12 +396,15 @@ def quantize_for_coreml_delegate(module: nn.Module, recipe: Recipe, prefix: str)
     return q, sorted(wanted)
 
 
-def _export_executorch_coreml(model, plan_args, recipe: Recipe, tmp: Path, log, names: set) -> tuple[dict, dict]:
+def _export_executorch_coreml(
+    model, lm: nn.Module, plan_args, recipe: Recipe, tmp: Path, log, names: set
+) -> tuple[dict, dict]:
+    """``lm``: the LM to export (``model.streaming_lm()``, built once by the caller)."""
     from .bundle import _with_components
     from .executorch_export import export_component
 
     specs, steps, sampler, encoder = plan_args
-    lm, lm_q = quantize_for_coreml_delegate(model.streaming_lm(), recipe, "lm.")
+    lm, lm_q = quantize_for_coreml_delegate(lm, recipe, "lm.")
     dpd, dpd_q = quantize_for_coreml_delegate(model.dpd, recipe, "dpd.")
     vae, vae_q = quantize_for_coreml_delegate(model.vae, recipe, "vae.")
     plan = _plan(_with_components(model, dpd=dpd, vae=vae), specs, steps, sampler, encoder, lm)
@@ -480,7 +483,7 @@ def export_coreml_components(
             )  # fmt: skip
     else:
         components, quantized = _export_executorch_coreml(
-            model, (specs, steps, sampler_artifact, encoder_artifact), recipe, tmp, log, set(plan)
+            model, lm, (specs, steps, sampler_artifact, encoder_artifact), recipe, tmp, log, set(plan)
         )
         for name, entry in components.items():
             methods = plan[name][2]

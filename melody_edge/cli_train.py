@@ -171,7 +171,7 @@ for _name, _doc in (
             type=float,
             default=None,
             help="Share of windows trained on the generic prompt's codes (0 = off, the default): the "
-            "unconditional branch for guidance on the LM, which benchmarks/lm_key_probe.py --lm-guidance measures.",
+            "unconditional branch for guidance on the LM, which the assembled checkpoint then uses (scale 3).",
         )(cmd)
     train.command(name=_name, help=_doc)(cmd)
 
