@@ -11,6 +11,11 @@ seeds and DPD noise are the same for every scale, so the rows differ only in the
 keys are read: the audio's (chroma + Krumhansl-Schmuckler, ``train evaluate``'s estimator) and that of
 the LM's tokens through the token -> mean-chroma table of the training audio (from the trainer's
 feature cache, ``--cache``).
+
+``--real-tokens`` adds a row without the LM: each held-out clip rendered by the DPD and the VAE from its
+own semantic tokens (the checkpoint's steps and guidance, DPD noise seeded 0..N-1, as ``train evaluate``
+renders them), and the key of those tokens through the same table. It measures the renderer alone, on
+the same captions and seeds; with no ``--lm-guidance`` it is the only row.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from melody_edge.runtime.eager import EagerBackend
 from melody_edge.runtime.pipeline import GenerationSettings, StreamingGenerator
 from melody_edge.training import features
 from melody_edge.training.data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
-from melody_edge.training.evaluate import _distinct_works, _key_ok
+from melody_edge.training.evaluate import _distinct_works, _key_ok, sample_from_tokens
 from melody_edge.training.metrics import estimate_key, key_from_tokens, token_chroma_table
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "melody_edge" / "checkpoints" / "demo"
@@ -68,6 +73,29 @@ def stream_keys(
     }
 
 
+@torch.no_grad()
+def real_token_keys(
+    model: MeLoDy, audio: list[torch.Tensor], facts: list[dict], table: torch.Tensor, seeds: int, log=print
+) -> dict:
+    """Key hits of each held-out clip rendered by the DPD and the VAE from its own semantic tokens (no LM), and
+    of those tokens through the table. audio: the clips, [N_i] each."""
+    sr = model.config.sample_rate
+    audio_hits, token_hits = [], []
+    for seed in range(seeds):
+        for j, (clip, fact) in enumerate(zip(audio, facts, strict=True)):
+            tokens = model.tokenizer.tokenize(clip[None])[0]
+            rendered = model.vae.decode(sample_from_tokens(model, model.dpd, tokens, seed))[0]
+            audio_hits.append(_key_ok(estimate_key(rendered, sr), fact))
+            token_hits.append(_key_ok(key_from_tokens(tokens, table), fact))
+            log(f"[generated_key] real tokens seed {seed} clip {j + 1}/{len(audio)}")
+    return {
+        "lm_guidance": "real tokens",
+        "audio": {"key": _mean(audio_hits, 0), "same_tonic": _mean(audio_hits, 1), "hits": _count(audio_hits)},
+        "lm_tokens": {"key": _mean(token_hits, 0), "same_tonic": _mean(token_hits, 1), "hits": _count(token_hits)},
+        "samples": len(audio_hits),
+    }
+
+
 def _mean(hits: list[tuple[bool, bool]], k: int) -> float:
     return sum(h[k] for h in hits) / max(len(hits), 1)
 
@@ -76,7 +104,16 @@ def _count(hits: list[tuple[bool, bool]]) -> int:
     return sum(h[0] for h in hits)
 
 
-def run(checkpoint: Path, data: Path, cache: Path, scales: list[float], clips: int, seeds: int, seconds: float) -> dict:
+def run(
+    checkpoint: Path,
+    data: Path,
+    cache: Path,
+    scales: list[float],
+    clips: int,
+    seeds: int,
+    seconds: float,
+    real_tokens: bool = False,
+) -> dict:
     model = MeLoDy.load(checkpoint).eval()
     sr = model.config.sample_rate
     index = read_index(data)
@@ -103,6 +140,12 @@ def run(checkpoint: Path, data: Path, cache: Path, scales: list[float], clips: i
         row = stream_keys(model, codes, facts, table, scale, seeds, seconds)
         row["wall_seconds"] = round(time.monotonic() - t0, 1)
         report["rows"].append(row)
+    if real_tokens:
+        t0 = time.monotonic()
+        val = AudioSet([val_clips[i] for i in chosen], sr)
+        row = real_token_keys(model, val.audio, facts, table, seeds)
+        row["wall_seconds"] = round(time.monotonic() - t0, 1)
+        report["rows"].append(row)
     return report
 
 
@@ -111,7 +154,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--cache", type=Path, required=True, help="feature cache (a training run's RUN/cache)")
-    ap.add_argument("--lm-guidance", type=float, action="append", help="LM guidance scale (repeatable; default 1, 3)")
+    ap.add_argument(
+        "--lm-guidance",
+        type=float,
+        action="append",
+        help="LM guidance scale (repeatable; default 1, 3, or none with --real-tokens)",
+    )
+    ap.add_argument("--real-tokens", action="store_true", help="add a row rendered from the clips' own tokens (no LM)")
     ap.add_argument("--clips", type=int, default=48, help="held-out captions of distinct works (at most)")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -120,15 +169,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    scales = args.lm_guidance or [1.0, 3.0]
-    report = run(args.checkpoint, args.data, args.cache, scales, args.clips, args.seeds, args.seconds)
+    scales = args.lm_guidance or ([] if args.real_tokens else [1.0, 3.0])
+    report = run(args.checkpoint, args.data, args.cache, scales, args.clips, args.seeds, args.seconds, args.real_tokens)
     n = report["rows"][0]["samples"]
     print(f"\nkey accuracy over {report['clips']} captions x {report['seeds']} seeds = {n} clips (same tonic)")
-    print(f"{'LM guidance':>11} {'audio':>16} {'LM tokens':>16} {'wall s':>8}")
+    print(f"{'LM guidance':>11} {'audio':>16} {'tokens':>16} {'wall s':>8}")
     for row in report["rows"]:
         a, t = row["audio"], row["lm_tokens"]
+        name = row["lm_guidance"] if isinstance(row["lm_guidance"], str) else f"{row['lm_guidance']:g}"
         print(
-            f"{row['lm_guidance']:>11g} {a['key']:>7.1%} ({a['same_tonic']:>4.0%}) "
+            f"{name:>11} {a['key']:>7.1%} ({a['same_tonic']:>4.0%}) "
             f"{t['key']:>8.1%} ({t['same_tonic']:>4.0%}) {row['wall_seconds']:>8.0f}"
         )
     print("chance 4.2 % (8 %)")

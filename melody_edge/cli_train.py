@@ -128,6 +128,7 @@ def _run_loop(component: str, data_dir: Path, config_name: str, out: Path, seed:
     try:
         disc_start = kw.pop("disc_start", None)  # only `train vae` has the option
         prompt_dropout = kw.pop("prompt_dropout", None)  # only `train lm`
+        chroma_weight = kw.pop("chroma_weight", None)  # only `train dpd`
         options = pipeline.default_options(config_name, component, seed=seed, **kw)
         result = fn(
             data_dir,
@@ -137,6 +138,7 @@ def _run_loop(component: str, data_dir: Path, config_name: str, out: Path, seed:
             log=lambda m: click.echo(m, err=True),
             disc_start=disc_start,
             prompt_dropout=prompt_dropout,
+            chroma_weight=chroma_weight,
         )
     except _errors() as exc:
         raise click.ClickException(str(exc)) from None
@@ -164,6 +166,14 @@ for _name, _doc in (
             default=None,
             help="Step at which the discriminators switch on (default: per config; raise it to continue on "
             "the reconstruction loss alone).",
+        )(cmd)
+    if _name == "dpd":
+        cmd = click.option(
+            "--chroma-weight",
+            type=float,
+            default=None,
+            help="Weight of the decoded chroma loss: the DPD's clean-latent estimate, decoded by the VAE, against "
+            "the real audio's pitch classes (default: per config, 1 for demo; 0 = velocity loss alone).",
         )(cmd)
     if _name == "lm":
         cmd = click.option(

@@ -361,15 +361,28 @@ def chunk_angles(chunk_angles: Tensor, chunk_frames: int) -> Tensor:
     return chunk_angles.repeat_interleave(chunk_frames, dim=1)
 
 
-def dpd_loss(
+@dataclasses.dataclass
+class DPDLossTerms:
+    """What one training pass of :func:`dpd_loss_terms` computed.
+
+    loss: the velocity MSE (scalar); x0: the clean-latent estimate ``cos d * z - sin d * v_hat`` [B, C, L];
+    conditioned: [B, M] bool, chunks that saw their real tokens (not dropped, not cut to pure noise).
+    """
+
+    loss: Tensor
+    x0: Tensor
+    conditioned: Tensor
+
+
+def dpd_loss_terms(
     model: DualPathDiffusion,
     z0: Tensor,
     tokens: Tensor,
     generator: torch.Generator | None = None,
     cond_drop_prob: float | None = None,
     future_null_prob: float = 0.0,
-) -> Tensor:
-    """Velocity MSE with multi-chunk angles.
+) -> DPDLossTerms:
+    """Velocity MSE with multi-chunk angles, and the clean-latent estimate it implies.
 
     Each of the M chunks draws its own angle in [0, pi/2]; ``z = cos d * z0 + sin d * eps`` and the
     target is ``v = cos d * eps - sin d * z0``. With probability ``cond_drop_prob`` (default: the
@@ -385,11 +398,12 @@ def dpd_loss(
     drop = c.cond_drop_prob if cond_drop_prob is None else cond_drop_prob
     delta = torch.rand(b, c.chunks, generator=generator, device=dev) * (math.pi / 2)
     tokens = tokens.clone()
+    chunk_idx = torch.arange(c.chunks, device=dev)[None]
+    cut = torch.full((b,), c.chunks, device=dev, dtype=torch.long)
     if future_null_prob > 0:
         cut = torch.randint(1, c.chunks + 1, (b,), generator=generator, device=dev)
         use = torch.rand(b, generator=generator, device=dev) < future_null_prob
         cut = torch.where(use, cut, torch.full_like(cut, c.chunks))
-        chunk_idx = torch.arange(c.chunks, device=dev)[None]
         delta = torch.where(chunk_idx >= cut[:, None], torch.full_like(delta, math.pi / 2), delta)
         tok_chunk = (torch.arange(tokens.shape[1], device=dev) * c.chunks) // tokens.shape[1]
         tokens = torch.where(tok_chunk[None] >= cut[:, None], torch.full_like(tokens, c.null_token), tokens)
@@ -400,7 +414,21 @@ def dpd_loss(
     cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
     z = cos * z0 + sin * noise
     target = cos * noise - sin * z0
-    return F.mse_loss(model(z, angles, tokens), target)
+    v = model(z, angles, tokens)
+    conditioned = (chunk_idx < cut[:, None]) & ~dropped[:, None]
+    return DPDLossTerms(F.mse_loss(v, target), cos * z - sin * v, conditioned)
+
+
+def dpd_loss(
+    model: DualPathDiffusion,
+    z0: Tensor,
+    tokens: Tensor,
+    generator: torch.Generator | None = None,
+    cond_drop_prob: float | None = None,
+    future_null_prob: float = 0.0,
+) -> Tensor:
+    """The velocity MSE of :func:`dpd_loss_terms` alone."""
+    return dpd_loss_terms(model, z0, tokens, generator, cond_drop_prob, future_null_prob).loss
 
 
 DPD_PRESETS: dict[str, DPDConfig] = {

@@ -142,6 +142,8 @@ class Task(Protocol):
     # Optional: names what validation runs on beyond the data (the VAE whose latents the DPD sees);
     # a resumed run whose inputs differ measures its best figure again.
     validation_inputs: str | None
+    # Optional: the validation figure that decides best/ (default: loop._PRIMARY's first present).
+    primary_metric: str
 
     def optimizers(self, options: TrainOptions) -> dict[str, torch.optim.Optimizer]: ...
 
@@ -212,8 +214,11 @@ BEST_DIR = "best"
 _PRIMARY = ("ce", "mean", "mrstft", "loss")
 
 
-def primary_metric(values: dict[str, float]) -> str:
-    """The validation figure that decides the best checkpoint."""
+def primary_metric(values: dict[str, float], preferred: str | None = None) -> str:
+    """The validation figure that decides the best checkpoint: the task's ``preferred`` one when it reports
+    it, else the first of ``_PRIMARY`` present."""
+    if preferred is not None and preferred in values:
+        return preferred
     return next((k for k in _PRIMARY if k in values), next(iter(values)))
 
 
@@ -287,11 +292,12 @@ def run_training(
     def validate(step_done: int) -> dict[str, float]:
         vals = task.validate()
         metrics.write(step_done, elapsed_before + time.monotonic() - t0, "validation", vals)
-        value = vals[primary_metric(vals)]
+        metric = primary_metric(vals, getattr(task, "primary_metric", None))
+        value = vals[metric]
         if value < best["value"]:
             # The weights with the lowest validation loss so far: what `assemble` ships (small
             # data sets overfit long before a CPU budget runs out).
-            best.update(value=value, step=step_done, metric=primary_metric(vals), inputs=inputs_key)
+            best.update(value=value, step=step_done, metric=metric, inputs=inputs_key)
             save_component(out / BEST_DIR, task.config, task.module)
         return vals
 

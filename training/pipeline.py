@@ -54,13 +54,16 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "lm": {"steps": 20, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "val_every": 10, "save_every": 10},
     },
     # Sized for 2 CPU cores: VAE and LM side by side (1 thread each) in about 45 minutes, then the DPD
-    # (2 threads) in about 35 (docs/model_card.md); scale up tenfold or more on a GPU.
+    # (2 threads) in about 35, about 1.5x that with its chroma loss (DPD_SETTINGS; docs/model_card.md); scale up
+    # tenfold or more on a GPU.
     "demo": {
         "vae": {"steps": 700, "batch_size": 8, "lr": 1e-3, "warmup_steps": 50, "val_every": 150, "save_every": 50},
         "dpd": {"steps": 800, "batch_size": 4, "lr": 1e-3, "warmup_steps": 50, "val_every": 200, "save_every": 50},
         "lm": {"steps": 650, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50, "val_every": 200, "save_every": 50},
     },
 }
+# The demo DPD trains with the decoded chroma loss (training/chroma_loss.py); tiny keeps its tests fast.
+DPD_SETTINGS = {"tiny": DPDTrainSettings(), "demo": DPDTrainSettings(chroma_weight=1.0)}
 VAE_SETTINGS = {
     "tiny": VAETrainSettings(crop_seconds=0.25, disc_width=2, disc_start=10, val_clips=2, val_seconds=0.5),
     "demo": VAETrainSettings(crop_seconds=0.4, disc_width=8, disc_start=550),
@@ -195,14 +198,30 @@ def _token_data(data: Path, cfg: MelodyConfig, run: Path, needed_by: str, log: L
     )
 
 
-def _dpd_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, rt: Runtime, log: Log) -> DPDTask:
+def dpd_settings(config_name: str, chroma_weight: float | None = None) -> DPDTrainSettings:
+    """The config's DPD settings (``DPD_SETTINGS``; others as demo); ``chroma_weight`` overrides."""
+    settings = DPD_SETTINGS.get(config_name, DPD_SETTINGS["demo"])
+    return settings if chroma_weight is None else dataclasses.replace(settings, chroma_weight=chroma_weight)
+
+
+def _dpd_task(
+    data: Path,
+    cfg: MelodyConfig,
+    run: Path,
+    options: TrainOptions,
+    rt: Runtime,
+    log: Log,
+    chroma_weight: float | None = None,
+) -> DPDTask:
     train, val, tok_train, tok_val, tokenizer = _token_data(data, cfg, run, "train dpd", log)
     vae = load_vae(run, "train dpd")
     digest = features.weights_digest(shipped_dir(run, "vae", "train dpd"))
     cache = Path(run) / "cache"
     z_train = features.vae_latents(cache, TRAIN, train, vae, digest, log)
     z_val = features.vae_latents(cache, VALIDATION, val, vae, digest, log)
-    task = DPDTask(cfg.dpd, (z_train, tok_train), (z_val, tok_val), options, DPDTrainSettings(), rt)
+    settings = dpd_settings(cfg.name, chroma_weight)
+    audio = (train.audio, val.audio) if settings.chroma_weight > 0 else None
+    task = DPDTask(cfg.dpd, (z_train, tok_train), (z_val, tok_val), options, settings, rt, vae=vae, audio=audio)
     if cfg.dpd.token_feature_dim:
         task.module.set_token_features(tokenizer.centroids)
     if cfg.dpd.token_prior:
@@ -211,6 +230,8 @@ def _dpd_task(data: Path, cfg: MelodyConfig, run: Path, options: TrainOptions, r
     task.validation_inputs = (
         f"vae {digest} gain {vae.config.latent_gain:g}, "
         f"tokenizer {features.weights_digest(component_dir(run, 'tokenizer'))}"
+        # Another weight changes what best/ is chosen by: measure the best figure again.
+        + (f", chroma weight {settings.chroma_weight:g}" if settings.chroma_weight > 0 else "")
     )
     return task
 
@@ -272,21 +293,30 @@ def train_component(
     log: Log = print,
     disc_start: int | None = None,
     prompt_dropout: float | None = None,
+    chroma_weight: float | None = None,
 ) -> TrainResult:
     """Train ``vae``, ``dpd`` or ``lm`` into ``RUN/<component>``, resuming a saved state.
 
     ``disc_start`` (VAE only) moves the step where the discriminators switch on, for instance to
     continue a run on the reconstruction loss alone. ``prompt_dropout`` (LM only): the share of windows
-    trained on the generic prompt, for guidance (``LMTrainSettings.prompt_dropout``).
+    trained on the generic prompt, for guidance (``LMTrainSettings.prompt_dropout``). ``chroma_weight``
+    (DPD only): the weight of the decoded chroma loss (``DPDTrainSettings.chroma_weight``).
     """
     cfg = run_config(run, config)
-    if disc_start is not None and component != "vae":
-        raise ValueError(f"--disc-start applies to the VAE only, not to {component}")
-    if prompt_dropout is not None and component != "lm":
-        raise ValueError(f"--prompt-dropout applies to the LM only, not to {component}")
+    for name, value, owner in (
+        ("--disc-start", disc_start, "vae"),
+        ("--prompt-dropout", prompt_dropout, "lm"),
+        ("--chroma-weight", chroma_weight, "dpd"),
+    ):
+        if value is not None and component != owner:
+            raise ValueError(f"{name} applies to the {owner.upper()} only, not to {component}")
     rt = runtime or init_runtime()
     check_config(run, component, getattr(cfg, component))
-    extra = {"vae": {"disc_start": disc_start}, "lm": {"prompt_dropout": prompt_dropout}}.get(component, {})
+    extra = {
+        "vae": {"disc_start": disc_start},
+        "dpd": {"chroma_weight": chroma_weight},
+        "lm": {"prompt_dropout": prompt_dropout},
+    }[component]
     make_task = functools.partial(_TASKS[component], **extra)
     task = make_task(data, cfg, run, options, rt, log)
     return run_training(task, component_dir(run, component), options, rt, log)

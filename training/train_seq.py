@@ -2,7 +2,9 @@
 
 DPD: windows of VAE latents with the semantic tokens of the same span; velocity loss with one angle
 per chunk, 10 % condition dropout, and (``future_null_prob``) the progressive first window the
-streaming pipeline uses. LM: the caption's 12 prefix codes followed by a window of semantic tokens.
+streaming pipeline uses; with ``chroma_weight``, plus the chroma loss of its decoded clean-latent
+estimate against the real audio (:mod:`.chroma_loss`). LM: the caption's 12 prefix codes followed by a
+window of semantic tokens.
 """
 
 from __future__ import annotations
@@ -13,23 +15,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-from melody_edge.models.dpd import DPDConfig, DualPathDiffusion, dpd_loss
+from melody_edge.models.dpd import DPDConfig, DualPathDiffusion, dpd_loss_terms
 from melody_edge.models.lm import LMConfig, SemanticLM
+from melody_edge.models.vae import VAE
 
+from .chroma_loss import chroma_distance, crop_starts, decoded_chroma_loss
 from .lm_prefix import CodewordPrefix, prefix_lm_losses
 from .loop import Runtime, TrainOptions, clip_and_step
 from .metrics import dpd_loss_by_angle, dpd_token_use
-
-
-class _Loss(nn.Module):
-    """The loss as a module's forward, so DDP sees the whole computation in one call."""
-
-    def __init__(self, model: nn.Module, fn) -> None:
-        super().__init__()
-        self.model, self.fn = model, fn
-
-    def forward(self, *args, **kwargs) -> Tensor:
-        return self.fn(self.model, *args, **kwargs)
 
 
 class _PrefixLoss(nn.Module):
@@ -64,6 +57,43 @@ class DPDTrainSettings:
     future_null_prob: float = 0.25
     val_windows: int = 8
     angle_bins: int = 4
+    # Weight of the decoded chroma loss (training/chroma_loss.py; 0 = velocity MSE alone). Needs the VAE and
+    # the training audio. 1 took the key rendered from real held-out tokens from 17 % to 26-29 % in 200-500
+    # fine-tuning steps of the demo DPD (docs/model_card.md).
+    chroma_weight: float = 0.0
+    chroma_crop_seconds: float = 2.0  # one crop per window, inside a conditioned chunk
+    chroma_val_angle: float = 1.2  # validation decodes the estimate from this noise level (pi/2 = pure noise)
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.chroma_weight < math.inf):
+            raise ValueError(f"--chroma-weight must be >= 0, got {self.chroma_weight}")
+        if not self.chroma_crop_seconds > 0:
+            raise ValueError(f"chroma_crop_seconds must be > 0, got {self.chroma_crop_seconds}")
+
+
+class _DPDLoss(nn.Module):
+    """Velocity MSE (+ the weighted decoded chroma loss) in one forward, for DDP: the DPD and, when the
+    chroma loss is on, the frozen VAE whose decoder renders the estimate."""
+
+    def __init__(self, model: DualPathDiffusion, vae: VAE | None, settings: DPDTrainSettings) -> None:
+        super().__init__()
+        self.model, self.vae, self.settings = model, vae, settings
+        if vae is not None:
+            self.crop_frames = max(1, round(settings.chroma_crop_seconds * vae.latent_rate))
+
+    def forward(
+        self, z0: Tensor, tokens: Tensor, audio: Tensor | None, generator: torch.Generator, future_null_prob: float
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        terms = dpd_loss_terms(self.model, z0, tokens, generator=generator, future_null_prob=future_null_prob)
+        if self.vae is None or audio is None:
+            return terms.loss, {"loss": terms.loss}
+        c = self.model.config
+        starts = crop_starts(terms.conditioned, c.chunk_frames, self.crop_frames, generator)
+        crop = min(self.crop_frames, c.chunk_frames)
+        vc = self.vae.config
+        chroma = decoded_chroma_loss(self.vae.decode, terms.x0, audio, starts, crop, vc.hop_length, vc.sample_rate)
+        total = terms.loss + self.settings.chroma_weight * chroma
+        return total, {"loss": total, "mse": terms.loss, "chroma": chroma}
 
 
 class DPDTask:
@@ -78,12 +108,25 @@ class DPDTask:
         options: TrainOptions,
         settings: DPDTrainSettings,
         runtime: Runtime,
+        vae: VAE | None = None,
+        audio: tuple[list[Tensor], list[Tensor]] | None = None,
     ) -> None:
+        """``vae`` and ``audio`` (the training and validation clips the latents were encoded from, [N_i]
+        each) are needed when ``settings.chroma_weight`` > 0."""
         self.config, self.options, self.settings, self.rt = config, options, settings, runtime
         torch.manual_seed(options.seed)
         self.module = DualPathDiffusion(config).to(runtime.device)
         self.extra_modules: dict[str, nn.Module] = {}
-        self.loss = runtime.wrap(_Loss(self.module, dpd_loss))
+        self.vae = None
+        if settings.chroma_weight > 0:
+            if vae is None or audio is None:
+                raise ValueError("the chroma loss (chroma_weight > 0) needs the VAE and the training audio")
+            self.vae = vae.to(runtime.device).eval()
+            for p in self.vae.parameters():
+                p.requires_grad_(False)
+            self.train_audio, val_audio = audio
+            self.primary_metric = "objective"  # what best/ keeps: the velocity MSE alone would undo the chroma term
+        self.loss = runtime.wrap(_DPDLoss(self.module, self.vae, settings))
         self.train_latents, self.train_tokens = train
         self.windows = window_starts([t.numel() for t in self.train_tokens], config.window_tokens)
         if not self.windows:
@@ -95,6 +138,18 @@ class DPDTask:
         if not val:
             raise ValueError("no validation clip holds a full DPD window; build the data set with longer clips")
         self.val_z, self.val_tokens = self._batch(validation, val)
+        if self.vae is not None:
+            self.val_audio = self._window_audio(val_audio, val)
+
+    def _window_audio(self, audio: list[Tensor], picks: list[tuple[int, int]]) -> Tensor:
+        """[B, window_frames * hop]: the audio each picked latent window was encoded from (zero-padded)."""
+        c, hop = self.config, self.vae.hop_length
+        n = c.window_frames * hop
+        out = torch.zeros(len(picks), n)
+        for row, (i, s) in enumerate(picks):
+            piece = audio[i][s * c.frames_per_token * hop :][:n]
+            out[row, : piece.numel()] = piece
+        return out.to(self.rt.device)
 
     def _batch(self, data: tuple[list[Tensor], list[Tensor]], picks: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
         c = self.config
@@ -128,10 +183,11 @@ class DPDTask:
             self.windows[int(i)] for i in torch.randint(len(self.windows), (self.options.batch_size,), generator=gen)
         ]
         z0, tokens = self._batch((self.train_latents, self.train_tokens), picks)
-        loss = self.loss(z0, tokens, generator=gen, future_null_prob=self.settings.future_null_prob)
+        audio = self._window_audio(self.train_audio, picks) if self.vae is not None else None
+        loss, parts = self.loss(z0, tokens, audio, gen, self.settings.future_null_prob)
         loss.backward()
         clip_and_step(self.module, self.opt, self.options.grad_clip)
-        return {"loss": float(loss.detach())}
+        return {k: float(v.detach()) for k, v in parts.items()}
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -141,8 +197,29 @@ class DPDTask:
         # real tokens than with null ones (relative to a variance-only estimate; 0 = tokens unused).
         use = dpd_token_use(self.module, self.val_z, self.val_tokens)
         out["token_gain"] = use["null_tokens_relative_mse"] - use["real_tokens_relative_mse"]
+        if self.vae is not None:
+            out["chroma"] = self._validation_chroma()
+            out["objective"] = out["mean"] + self.settings.chroma_weight * out["chroma"]
         self.module.train()
         return out
+
+    def _validation_chroma(self) -> float:
+        """Mean chroma distance of the decoded clean-latent estimate at ``chroma_val_angle`` (seeded noise,
+        real tokens) from the real audio, over a fixed crop in the middle of each validation window."""
+        c, s = self.config, self.settings
+        z0 = self.val_z
+        gen = torch.Generator(device=z0.device).manual_seed(0)
+        noise = torch.randn(z0.shape, generator=gen, device=z0.device)
+        angles = torch.full((z0.shape[0], c.window_frames), s.chroma_val_angle, device=z0.device)
+        cos, sin = math.cos(s.chroma_val_angle), math.sin(s.chroma_val_angle)
+        z = cos * z0 + sin * noise
+        x0 = cos * z - sin * self.module(z, angles, self.val_tokens)
+        crop = min(max(1, round(s.chroma_crop_seconds * self.vae.latent_rate)), c.window_frames)
+        start = (c.window_frames - crop) // 2
+        hop = self.vae.hop_length
+        fake = self.vae.decode(x0[..., start : start + crop])
+        real = self.val_audio[:, start * hop : (start + crop) * hop]
+        return float(chroma_distance(fake, real, self.vae.config.sample_rate).mean())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +233,8 @@ class LMTrainSettings:
     window_weight: float = 0.5
     # Share of training windows whose prompt is replaced by the generic prompt's codes (``null_codes``,
     # ``conditioning.GENERIC_PROMPT``): what classifier-free guidance on the LM needs as its unconditional
-    # branch. 0 by default: the runtime does not guide the LM; benchmarks/lm_key_probe.py --lm-guidance does.
+    # branch. 0 by default; `train lm --prompt-dropout` sets it, and the assembled checkpoint then guides its LM
+    # (run_dir.DEFAULT_LM_GUIDANCE).
     prompt_dropout: float = 0.0
 
     def __post_init__(self) -> None:

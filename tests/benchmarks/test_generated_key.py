@@ -27,3 +27,17 @@ def test_stream_keys_reads_every_caption_and_seed_at_the_requested_lm_guidance(n
     # The tokens' key is read through the table: the C major captions hit, the G major ones miss.
     assert row["lm_tokens"]["key"] == 0.5 and row["lm_tokens"]["hits"] == 2
     assert 0.0 <= row["audio"]["key"] <= 1.0
+
+
+def test_real_token_keys_render_each_clip_from_its_own_tokens():
+    model = build_model(preset("tiny"), seed=0).eval()
+    table = C_MAJOR.repeat(model.config.lm.vocab_size, 1)
+    sr = model.config.sample_rate
+    t = torch.arange(10 * sr) / sr  # one DPD window
+    audio = [0.3 * torch.sin(2 * torch.pi * 261.63 * t), 0.3 * torch.sin(2 * torch.pi * 392.0 * t)]
+    facts = [{"tonic_pc": 0, "mode": "major"}, {"tonic_pc": 7, "mode": "major"}]
+    logs = []
+    row = generated_key.real_token_keys(model, audio, facts, table, seeds=2, log=logs.append)
+    assert row["samples"] == 4 and len(logs) == 4 and row["lm_guidance"] == "real tokens"
+    assert row["lm_tokens"]["key"] == 0.5  # the table says C major for every token
+    assert 0.0 <= row["audio"]["key"] <= 1.0

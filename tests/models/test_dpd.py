@@ -6,7 +6,15 @@ import torch
 
 from melody_edge.models.config import ConfigError
 from melody_edge.models.diffusion import angle_schedule, ddim_sample, uniform_angle_schedule
-from melody_edge.models.dpd import DPD_PRESETS, DPDConfig, DualPathDiffusion, dpd_loss, overlap_add, segment
+from melody_edge.models.dpd import (
+    DPD_PRESETS,
+    DPDConfig,
+    DualPathDiffusion,
+    dpd_loss,
+    dpd_loss_terms,
+    overlap_add,
+    segment,
+)
 
 
 def tiny_dpd(**overrides) -> DualPathDiffusion:
@@ -149,6 +157,38 @@ def test_velocity_loss_overfits_a_single_example(form):
         loss.backward()
         opt.step()
     assert sum(losses[-5:]) / 5 < losses[0] / 10
+
+
+class _ExactVelocity(torch.nn.Module):
+    """For clean latents of 0, z = sin d * eps and the target v = cos d * eps = z * cos d / sin d."""
+
+    def __init__(self, config: DPDConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, z, angles, tokens):
+        return z * torch.cos(angles)[:, None] / torch.sin(angles)[:, None].clamp_min(1e-6)
+
+
+def test_loss_terms_give_the_clean_estimate_and_the_conditioned_chunks():
+    c = DPD_PRESETS["tiny"].replace(window_frames=400)
+    model = _ExactVelocity(c)
+    z0 = torch.zeros(3, c.latent_channels, c.window_frames)
+    tokens = torch.randint(0, c.token_vocab, (3, c.window_tokens))
+    terms = dpd_loss_terms(model, z0, tokens, generator=torch.Generator().manual_seed(0), cond_drop_prob=0.0)
+    # The exact velocity: no loss, and the estimate cos d * z - sin d * v is the clean latent.
+    assert float(terms.loss) < 1e-6 and float(terms.x0.abs().max()) < 1e-3
+    assert terms.conditioned.shape == (3, c.chunks) and bool(terms.conditioned.all())
+    # Same draws as dpd_loss (one random stream for both).
+    gen = torch.Generator()
+    assert dpd_loss(model, z0, tokens, gen.manual_seed(1)) == dpd_loss_terms(model, z0, tokens, gen.manual_seed(1)).loss
+    dropped = dpd_loss_terms(model, z0, tokens, generator=gen.manual_seed(0), cond_drop_prob=1.0)
+    assert not bool(dropped.conditioned.any())
+    # Chunks cut to pure noise with null tokens are not conditioned; the chunks before the cut are.
+    cut = dpd_loss_terms(model, z0, tokens, generator=gen.manual_seed(0), cond_drop_prob=0.0, future_null_prob=1.0)
+    for row in cut.conditioned.tolist():
+        k = row.index(False) if False in row else len(row)
+        assert k >= 1 and row == [True] * k + [False] * (len(row) - k)
 
 
 def test_paper_dpd_size_is_within_five_percent():

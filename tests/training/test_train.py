@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from melody_edge.models.checkpoint import CheckpointError
+from melody_edge.models.checkpoint import CheckpointError, load_weights
 from melody_edge.models.melody import MeLoDy
 from melody_edge.training import pipeline
 from melody_edge.training.data import DataError, read_index
@@ -297,6 +297,9 @@ def test_init_from_fine_tunes_and_names_what_it_cannot_load(toy_data, fitted_run
     result = pipeline.train_dpd(toy_data, "tiny", run, opts, log=logs.append)
     # Validation also says whether the tokens are read yet, but the loss still picks the best weights.
     assert math.isfinite(result.validation["token_gain"]) and primary_metric(result.validation) == "mean"
+    # A task may name its own figure (the chroma-weighted DPD's "objective"); absent, the default holds.
+    assert primary_metric({"mean": 1.0, "objective": 2.0}, "objective") == "objective"
+    assert primary_metric(result.validation, "objective") == "mean"
     assert any("token_feature_proj.weight" in m and str(tmp_path / "old") in m for m in logs), logs
     _, trained = load_component(run / "dpd", DPDConfig, DualPathDiffusion)
     # The buffer comes from this run's tokenizer, not from the source.
@@ -384,3 +387,41 @@ def test_prompt_dropout_trains_some_windows_on_the_generic_prompt(toy_data, fitt
         LMTrainSettings(prompt_dropout=1.0)
     with pytest.raises(ValueError, match="LM only"):
         pipeline.train_dpd(toy_data, "tiny", run, opts, prompt_dropout=0.1)
+
+
+def test_chroma_weight_trains_the_dpd_through_the_frozen_decoder(toy_data, fitted_run, tmp_path):
+    """--chroma-weight adds the decoded chroma loss: logged apart, validated, and what best/ is chosen by."""
+    from melody_edge.training.train_seq import DPDTrainSettings
+
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    pipeline.train_vae(toy_data, "tiny", run, pipeline.default_options("tiny", "vae", steps=4), log=lambda m: None)
+    vae_before = (run / "vae" / "model.safetensors").read_bytes()
+    opts = pipeline.default_options("tiny", "dpd", steps=2, warmup_steps=1, log_every=1, val_every=2, save_every=2)
+    pipeline.train_dpd(toy_data, "tiny", run, opts, log=lambda m: None, chroma_weight=1.0)
+    rows = read_log(run / "dpd")
+    train = {r["metric"]: r["value"] for r in rows if r["split"] == "train"}
+    val = {r["metric"]: r["value"] for r in rows if r["split"] == "validation"}
+    assert 0 < train["chroma"] <= 1 and abs(train["loss"] - train["mse"] - train["chroma"]) < 1e-4
+    assert 0 < val["chroma"] <= 1 and abs(val["objective"] - val["mean"] - val["chroma"]) < 1e-4
+    best = json.loads((run / "dpd" / "train_state" / "state.json").read_text())["best"]
+    assert best["metric"] == "objective" and best["inputs"].endswith("chroma weight 1")
+    assert (run / "vae" / "model.safetensors").read_bytes() == vae_before  # the decoder only renders
+    # The chroma term moves the DPD: one step with and without it from the same weights and batch differ.
+    trained = {}
+    for weight in (0.0, 1.0):
+        other = tmp_path / f"w{weight:g}"
+        shutil.copytree(fitted_run, other)
+        shutil.copytree(run / "vae", other / "vae")
+        one = pipeline.default_options("tiny", "dpd", steps=1, warmup_steps=1, val_every=5, save_every=5)
+        pipeline.train_dpd(toy_data, "tiny", other, one, log=lambda m: None, chroma_weight=weight)
+        trained[weight] = load_weights(other / "dpd" / "model.safetensors")
+    assert any(not torch.equal(trained[0.0][k], trained[1.0][k]) for k in trained[0.0])
+    with pytest.raises(ValueError, match="DPD only"):
+        pipeline.train_lm(toy_data, "tiny", run, pipeline.default_options("tiny", "lm", steps=1), chroma_weight=1.0)
+    with pytest.raises(ValueError, match="chroma-weight"):
+        DPDTrainSettings(chroma_weight=-1.0)
+    # The demo recipe trains with it (and unknown configs as demo); tiny leaves it off for fast tests.
+    assert pipeline.dpd_settings("demo").chroma_weight == 1.0 == pipeline.dpd_settings("paper").chroma_weight
+    assert pipeline.dpd_settings("tiny").chroma_weight == 0.0
+    assert pipeline.dpd_settings("demo", chroma_weight=0.0).chroma_weight == 0.0
