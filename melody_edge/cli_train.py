@@ -121,25 +121,38 @@ def train() -> None:
     """Train MeLoDy's components (docs/training.md). Each writes RUN/<component>; run under torchrun for DDP."""
 
 
+# Each loop-trained component's own option (flag, type, help), passed to pipeline.train_component by name.
+_COMPONENT_OPTION = {
+    "vae": (
+        "--disc-start",
+        int,
+        "Step at which the discriminators switch on (default: per config; raise it to continue on "
+        "the reconstruction loss alone).",
+    ),
+    "dpd": (
+        "--chroma-weight",
+        float,
+        "Weight of the decoded chroma loss: the DPD's clean-latent estimate, decoded by the VAE, against "
+        "the real audio's pitch classes (default: per config, 1 for demo; 0 = velocity loss alone).",
+    ),
+    "lm": (
+        "--prompt-dropout",
+        float,
+        "Share of windows trained on the generic prompt's codes (0 = off, the default): the "
+        "unconditional branch for guidance on the LM, which the assembled checkpoint then uses (scale 3).",
+    ),
+}
+
+
 def _run_loop(component: str, data_dir: Path, config_name: str, out: Path, seed: int, **kw) -> None:
     from melody_edge.training import pipeline
 
     fn = {"vae": pipeline.train_vae, "dpd": pipeline.train_dpd, "lm": pipeline.train_lm}[component]
+    own = _COMPONENT_OPTION[component][0].lstrip("-").replace("-", "_")
     try:
-        disc_start = kw.pop("disc_start", None)  # only `train vae` has the option
-        prompt_dropout = kw.pop("prompt_dropout", None)  # only `train lm`
-        chroma_weight = kw.pop("chroma_weight", None)  # only `train dpd`
+        extra = {own: kw.pop(own, None)}
         options = pipeline.default_options(config_name, component, seed=seed, **kw)
-        result = fn(
-            data_dir,
-            config_name,
-            out,
-            options,
-            log=lambda m: click.echo(m, err=True),
-            disc_start=disc_start,
-            prompt_dropout=prompt_dropout,
-            chroma_weight=chroma_weight,
-        )
+        result = fn(data_dir, config_name, out, options, log=lambda m: click.echo(m, err=True), **extra)
     except _errors() as exc:
         raise click.ClickException(str(exc)) from None
     status = "finished" if result.finished else "stopped early (resume with the same command)"
@@ -158,31 +171,8 @@ for _name, _doc in (
 
         return command
 
-    cmd = _common(_loop_options(_make(_name)))
-    if _name == "vae":
-        cmd = click.option(
-            "--disc-start",
-            type=int,
-            default=None,
-            help="Step at which the discriminators switch on (default: per config; raise it to continue on "
-            "the reconstruction loss alone).",
-        )(cmd)
-    if _name == "dpd":
-        cmd = click.option(
-            "--chroma-weight",
-            type=float,
-            default=None,
-            help="Weight of the decoded chroma loss: the DPD's clean-latent estimate, decoded by the VAE, against "
-            "the real audio's pitch classes (default: per config, 1 for demo; 0 = velocity loss alone).",
-        )(cmd)
-    if _name == "lm":
-        cmd = click.option(
-            "--prompt-dropout",
-            type=float,
-            default=None,
-            help="Share of windows trained on the generic prompt's codes (0 = off, the default): the "
-            "unconditional branch for guidance on the LM, which the assembled checkpoint then uses (scale 3).",
-        )(cmd)
+    _flag, _type, _help = _COMPONENT_OPTION[_name]
+    cmd = click.option(_flag, type=_type, default=None, help=_help)(_common(_loop_options(_make(_name))))
     train.command(name=_name, help=_doc)(cmd)
 
 

@@ -16,27 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from melody_edge.models.semantic_tokenizer import chroma_map
+from .metrics import chroma_frames
 
-N_FFT = 4096  # the key estimator's and the tokenizer's chroma resolution (training/metrics.py)
-HOP = 1024
-
-
-def batch_chroma_frames(audio: Tensor, sample_rate: int, n_fft: int = N_FFT, hop: int = HOP) -> Tensor:
-    """audio [B, N] -> chroma energy per frame [B, T, 12] (C first, 55 Hz to 2 kHz); differentiable."""
-    if audio.shape[-1] < n_fft:
-        raise ValueError(f"chroma needs at least {n_fft} samples per example, got {audio.shape[-1]}")
-    window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
-    mag = torch.stft(audio, n_fft, hop_length=hop, window=window, return_complex=True).abs()  # [B, F, T]
-    return mag.pow(2).transpose(1, 2) @ chroma_map(n_fft, sample_rate).to(audio)
+N_FFT = 4096  # the key estimator's resolution (metrics.estimate_key), so the loss reads what it reads
 
 
 def chroma_distance(fake: Tensor, real: Tensor, sample_rate: int) -> Tensor:
     """Per example [B]: 1 - the cosine similarity of the two chroma vectors of each frame (of the square-root
     energies, so one loud partial does not decide it), averaged over frames weighted by the real frame's
     chroma energy (a silent frame's pitch class means nothing). 0 when the pitch classes match."""
-    cf = batch_chroma_frames(fake, sample_rate).clamp_min(1e-10).sqrt()
-    cr = batch_chroma_frames(real, sample_rate).clamp_min(1e-10).sqrt()
+    if real.shape[-1] < N_FFT:
+        raise ValueError(f"chroma needs at least {N_FFT} samples per example, got {real.shape[-1]}")
+    cf = chroma_frames(fake, sample_rate, N_FFT).clamp_min(1e-10).sqrt()
+    cr = chroma_frames(real, sample_rate, N_FFT).clamp_min(1e-10).sqrt()
     weight = cr.sum(-1)
     weight = weight / weight.sum(-1, keepdim=True).clamp_min(1e-10)
     return (weight * (1.0 - F.cosine_similarity(cf, cr, dim=-1))).sum(-1)

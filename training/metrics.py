@@ -137,10 +137,14 @@ _MINOR = torch.tensor([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.6
 
 
 def chroma_frames(audio: Tensor, sample_rate: int, n_fft: int = 4096, hop: int = 1024) -> Tensor:
-    """audio [N] -> per-frame chroma energy [N // hop + 1, 12] (C first), 55 Hz to 2 kHz of the magnitude spectrum."""
-    window = torch.hann_window(n_fft)
-    mag = torch.stft(audio[None], n_fft, hop_length=hop, window=window, return_complex=True).abs()[0]  # [F, T]
-    return mag.pow(2).T @ chroma_map(n_fft, sample_rate)  # the tokenizer's chroma block folds bins the same way
+    """audio [N] -> per-frame chroma energy [N // hop + 1, 12] (C first), 55 Hz to 2 kHz of the magnitude spectrum;
+    audio [B, N] -> [B, N // hop + 1, 12]. Differentiable (the DPD's chroma loss trains through it)."""
+    window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
+    batch = audio if audio.dim() == 2 else audio[None]
+    mag = torch.stft(batch, n_fft, hop_length=hop, window=window, return_complex=True).abs()  # [B, F, T]
+    # The tokenizer's chroma block folds bins the same way.
+    frames = mag.pow(2).transpose(1, 2) @ chroma_map(n_fft, sample_rate).to(audio)
+    return frames if audio.dim() == 2 else frames[0]
 
 
 def chroma(audio: Tensor, sample_rate: int, n_fft: int = 4096, hop: int = 1024) -> Tensor:

@@ -79,7 +79,9 @@ class _DPDLoss(nn.Module):
         super().__init__()
         self.model, self.vae, self.settings = model, vae, settings
         if vae is not None:
-            self.crop_frames = max(1, round(settings.chroma_crop_seconds * vae.latent_rate))
+            # The crop stays inside one chunk: one noise level, and all of it saw its real tokens.
+            crop = max(1, round(settings.chroma_crop_seconds * vae.latent_rate))
+            self.crop_frames = min(crop, model.config.chunk_frames)
 
     def forward(
         self, z0: Tensor, tokens: Tensor, audio: Tensor | None, generator: torch.Generator, future_null_prob: float
@@ -89,9 +91,10 @@ class _DPDLoss(nn.Module):
             return terms.loss, {"loss": terms.loss}
         c = self.model.config
         starts = crop_starts(terms.conditioned, c.chunk_frames, self.crop_frames, generator)
-        crop = min(self.crop_frames, c.chunk_frames)
         vc = self.vae.config
-        chroma = decoded_chroma_loss(self.vae.decode, terms.x0, audio, starts, crop, vc.hop_length, vc.sample_rate)
+        chroma = decoded_chroma_loss(
+            self.vae.decode, terms.x0, audio, starts, self.crop_frames, vc.hop_length, vc.sample_rate
+        )
         total = terms.loss + self.settings.chroma_weight * chroma
         return total, {"loss": total, "mse": terms.loss, "chroma": chroma}
 
@@ -126,7 +129,8 @@ class DPDTask:
                 p.requires_grad_(False)
             self.train_audio, val_audio = audio
             self.primary_metric = "objective"  # what best/ keeps: the velocity MSE alone would undo the chroma term
-        self.loss = runtime.wrap(_DPDLoss(self.module, self.vae, settings))
+        self.losses = _DPDLoss(self.module, self.vae, settings)
+        self.loss = runtime.wrap(self.losses)
         self.train_latents, self.train_tokens = train
         self.windows = window_starts([t.numel() for t in self.train_tokens], config.window_tokens)
         if not self.windows:
@@ -214,7 +218,7 @@ class DPDTask:
         cos, sin = math.cos(s.chroma_val_angle), math.sin(s.chroma_val_angle)
         z = cos * z0 + sin * noise
         x0 = cos * z - sin * self.module(z, angles, self.val_tokens)
-        crop = min(max(1, round(s.chroma_crop_seconds * self.vae.latent_rate)), c.window_frames)
+        crop = self.losses.crop_frames  # the training crop's length, here in the middle of the window
         start = (c.window_frames - crop) // 2
         hop = self.vae.hop_length
         fake = self.vae.decode(x0[..., start : start + crop])

@@ -425,3 +425,17 @@ def test_chroma_weight_trains_the_dpd_through_the_frozen_decoder(toy_data, fitte
     assert pipeline.dpd_settings("demo").chroma_weight == 1.0 == pipeline.dpd_settings("paper").chroma_weight
     assert pipeline.dpd_settings("tiny").chroma_weight == 0.0
     assert pipeline.dpd_settings("demo", chroma_weight=0.0).chroma_weight == 0.0
+
+
+def test_each_train_command_takes_its_own_option_only(toy_data, tmp_path):
+    """`train vae|dpd|lm` each carry one option of their own, passed through to the pipeline by name."""
+    from click.testing import CliRunner
+
+    from melody_edge.cli import main
+
+    base = ["--data", str(toy_data), "--config", "tiny", "--out", str(tmp_path / "run")]
+    res = CliRunner().invoke(main, ["train", "vae", *base, "--disc-start", "-1"])
+    assert res.exit_code == 1 and "--disc-start must be >= 0" in res.output, res.output
+    for component, foreign in (("vae", "--chroma-weight"), ("dpd", "--prompt-dropout"), ("lm", "--disc-start")):
+        res = CliRunner().invoke(main, ["train", component, *base, foreign, "1"])
+        assert res.exit_code == 2 and "No such option" in res.output, res.output
