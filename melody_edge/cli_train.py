@@ -1,4 +1,4 @@
-"""``melody-edge data synth`` and ``melody-edge train {tokenizer,conditioner,vae,dpd,lm,all}``: parse, call, print."""
+"""`melody-edge data {synth,merge}` and `train {tokenizer,conditioner,vae,dpd,lm,all}`: parse, call, print."""
 
 from __future__ import annotations
 
@@ -40,6 +40,22 @@ def synth(out: Path, hours: float, seed: int, soundfont: Path | None, clip_secon
         f"{summary.clips} clips ({summary.seconds / 3600:.2f} h) in {summary.out}: splits {summary.splits}, "
         f"collections {summary.collections}"
     )
+
+
+@data.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Data set directory to create.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing data set at --out.")
+def merge(sources: tuple[Path, ...], out: Path, overwrite: bool) -> None:
+    """Merge data sets (e.g. `data synth` runs with different seeds, rendered in parallel) into one."""
+    from melody_edge.training.data import DataError
+    from melody_edge.training.data_merge import merge_datasets
+
+    try:
+        summary = merge_datasets(list(sources), out, overwrite=overwrite)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{summary.clips} clips ({summary.seconds / 3600:.2f} h) in {summary.out}: splits {summary.splits}")
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -31,15 +32,38 @@ def weights_digest(component_dir: Path) -> str:
     return hashlib.sha256((Path(component_dir) / "model.safetensors").read_bytes()).hexdigest()[:16]
 
 
-def _cached(path: Path, build: Callable[[], dict[str, Tensor]], log: Log | None) -> dict[str, Tensor]:
+def clips_fingerprint(clips: list[Clip]) -> str:
+    """What a cache entry was computed from: the clips' ids, files and captions, in order."""
+    text = "\n".join(f"{c.id}\t{c.path.name}\t{c.caption}" for c in clips)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cached(
+    path: Path, build: Callable[[], dict[str, Tensor]], clips: list[Clip], log: Log | None
+) -> dict[str, Tensor]:
+    """The entry at ``path`` if it was computed from these ``clips``, else ``build()`` saved there.
+
+    The file name holds the weights' digest; the clips' fingerprint lives in its metadata, so a run
+    directory reused with another data set (same clip ids, other audio) recomputes instead of
+    training on the other set's features. An entry written before fingerprints were stored is kept
+    when it holds exactly these clip ids.
+    """
+    fingerprint = clips_fingerprint(clips)
     if path.is_file():
-        return load_file(str(path))
-    if log:
+        with safe_open(str(path), framework="pt") as fh:
+            stored = (fh.metadata() or {}).get("clips")
+            ids = set(fh.keys())
+        legacy_match = stored is None and ids == {c.id for c in clips}
+        if stored == fingerprint or legacy_match:
+            return load_file(str(path))
+        if log:
+            log(f"{path.name} was computed from other clips (another data set?); computing it again ...")
+    elif log:
         log(f"computing {path.name} ...")
     tensors = {k: v.contiguous() for k, v in build().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # ranks of a DDP run may write the same entry at once
-    save_file(tensors, str(tmp))
+    save_file(tensors, str(tmp), metadata={"clips": fingerprint})
     tmp.replace(path)
     return tensors
 
@@ -64,7 +88,7 @@ def semantic_tokens(
         tokens = per_clip(audio, lambda a: tokenizer.tokenize(a)[0], f"{split} tokens", log)
         return {c.id: t for c, t in zip(audio.clips, tokens, strict=True)}
 
-    got = _cached(cache / f"tokens-{split}-{digest}.safetensors", build, log)
+    got = _cached(cache / f"tokens-{split}-{digest}.safetensors", build, audio.clips, log)
     return [got[c.id] for c in audio.clips]
 
 
@@ -87,7 +111,7 @@ def vae_latents(
             out[c.id] = vae.latent(a[None, :n])[0] / gain
         return out
 
-    got = _cached(cache / f"latents-{split}-{digest}.safetensors", build, log)
+    got = _cached(cache / f"latents-{split}-{digest}.safetensors", build, audio.clips, log)
     return [got[c.id] * gain for c in audio.clips]
 
 
@@ -109,7 +133,7 @@ def caption_codes(
         codes = conditioner.tokens_from_embeddings(emb).reshape(len(clips), len(variants[0]), -1)
         return {"caption": codes[:, 0].contiguous(), "variants": codes}
 
-    got = _cached(cache / f"codes-{split}-{digest}.safetensors", build, log)
+    got = _cached(cache / f"codes-{split}-{digest}.safetensors", build, clips, log)
     return got["caption"], got["variants"]
 
 

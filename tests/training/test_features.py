@@ -33,3 +33,44 @@ def test_token_prior_needs_latents():
         fit_token_prior([], [], 8, 10)
     with pytest.raises(ValueError, match="shrink must be > 0"):
         fit_token_prior([torch.zeros(2, 10)], [torch.zeros(1, dtype=torch.long)], 8, 10, shrink=0.0)
+
+
+class _CountingTokenizer:
+    """Tokens = the first samples' signs; counts how often it runs (a cache hit runs nothing)."""
+
+    calls = 0
+
+    def tokenize(self, audio):
+        self.calls += 1
+        return (audio[:, :4] > 0).long()
+
+
+def _audio_set(tmp_path, name, captions):
+    import numpy as np
+    import soundfile as sf
+
+    from melody_edge.training.data import AudioSet, Clip
+
+    clips = []
+    for i, caption in enumerate(captions):
+        path = tmp_path / name / f"{i:06d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), np.random.default_rng(len(name) + i).uniform(-1, 1, 100).astype("float32"), 24000)
+        clips.append(Clip(f"{i:06d}", path, caption, "train", {}))
+    return AudioSet(clips, 24000)
+
+
+def test_feature_cache_is_keyed_by_the_clips_not_only_the_weights(tmp_path):
+    from melody_edge.training.features import semantic_tokens
+
+    tok, cache = _CountingTokenizer(), tmp_path / "cache"
+    first = _audio_set(tmp_path, "a", ["one", "two"])
+    got = semantic_tokens(cache, "train", first, tok, "w")
+    assert tok.calls == 2 and torch.equal(got[1], (first.audio[1][:4] > 0).long())
+    assert torch.equal(semantic_tokens(cache, "train", first, tok, "w")[1], got[1]) and tok.calls == 2  # a hit
+    # Another data set with the same clip ids (a rebuilt or different --data): computed again, not reused.
+    other = _audio_set(tmp_path, "bb", ["three", "four"])
+    messages = []
+    again = semantic_tokens(cache, "train", other, tok, "w", messages.append)
+    assert tok.calls == 4 and "other clips" in messages[0]
+    assert torch.equal(again[0], (other.audio[0][:4] > 0).long())
