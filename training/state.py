@@ -8,6 +8,7 @@ A component's training directory::
     train_state/optim.safetensors        # every optimizer's per-parameter state, flattened
     train_state/optim.json               # their param_groups (learning rates, betas, ...)
     log.csv                              # one row per logged step (and validation rows)
+    unconditional.json                   # (LM with prompt dropout) the generic prompt's codes
 
 Everything is written to a temporary directory and renamed, so an interrupted save leaves the
 previous checkpoint intact.
@@ -94,8 +95,12 @@ def save_training(
         save_file(tensors, str(sdir / "optim.safetensors"))
         (sdir / "optim.json").write_text(json.dumps(metas, indent=1))
         (sdir / "state.json").write_text(json.dumps({"version": STATE_VERSION, **state}, indent=1))
-        if (directory / "log.csv").is_file():
-            shutil.copy2(directory / "log.csv", tmp / "log.csv")
+        # Files others write beside the component (the loop's log.csv, the LM's unconditional.json that
+        # `train assemble` reads to guide the LM) are carried over; the save rewrites only its own.
+        if directory.is_dir():
+            for f in directory.iterdir():
+                if f.is_file() and not (tmp / f.name).exists():
+                    shutil.copy2(f, tmp / f.name)
         # Written by the loop between saves, carried into the new checkpoint: the best weights are
         # copied (a failed save must not lose them), TensorBoard's directory is moved (its writer keeps
         # the open event file).

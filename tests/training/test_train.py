@@ -383,6 +383,10 @@ def test_prompt_dropout_trains_some_windows_on_the_generic_prompt(toy_data, fitt
     assert fields == {"lm_null_codes": tuple(task.null_codes.tolist()), "lm_guidance_scale": DEFAULT_LM_GUIDANCE}
     assert pipeline.resolve_config("tiny").replace(**fields).lm_guidance_scale == DEFAULT_LM_GUIDANCE
     assert lm_guidance_fields(fitted_run) == {}  # trained without prompt dropout: no guidance
+    # Training saves (which rewrite RUN/lm atomically) keep the record, so `train assemble` still guides.
+    again = pipeline.default_options("tiny", "lm", steps=2, batch_size=4, save_every=1)
+    pipeline.train_lm(toy_data, "tiny", run, again, prompt_dropout=0.5)
+    assert (run / "lm" / "log.csv").is_file() and lm_guidance_fields(run) == fields
     with pytest.raises(ValueError, match="prompt-dropout"):
         LMTrainSettings(prompt_dropout=1.0)
     with pytest.raises(ValueError, match="LM only"):
