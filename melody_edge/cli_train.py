@@ -154,8 +154,8 @@ _COMPONENT_OPTION = {
     "lm": (
         "--prompt-dropout",
         float,
-        "Share of windows trained on the generic prompt's codes (0 = off, the default): the "
-        "unconditional branch for guidance on the LM, which the assembled checkpoint then uses (scale 3).",
+        "Share of windows trained on the generic prompt's codes (default: per config, 0.2 for demo; 0 = "
+        "off): the unconditional branch for guidance on the LM, which the assembled checkpoint then uses (scale 3).",
     ),
 }
 

@@ -64,6 +64,9 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 # The demo DPD trains with the decoded chroma loss (training/chroma_loss.py); tiny keeps its tests fast.
 DPD_SETTINGS = {"tiny": DPDTrainSettings(), "demo": DPDTrainSettings(chroma_weight=1.0)}
+# The trained LMs learn the generic prompt on a fifth of their windows, so the assembled checkpoint guides
+# its LM (scale 3; docs/model_card.md: guidance doubled the key of the LM's tokens); tiny keeps tests plain.
+LM_SETTINGS = {"tiny": LMTrainSettings(), "demo": LMTrainSettings(prompt_dropout=0.2)}
 VAE_SETTINGS = {
     "tiny": VAETrainSettings(crop_seconds=0.25, disc_width=2, disc_start=10, val_clips=2, val_seconds=0.5),
     "demo": VAETrainSettings(crop_seconds=0.4, disc_width=8, disc_start=550),
@@ -204,6 +207,12 @@ def dpd_settings(config_name: str, chroma_weight: float | None = None) -> DPDTra
     return settings if chroma_weight is None else dataclasses.replace(settings, chroma_weight=chroma_weight)
 
 
+def lm_settings(config_name: str, prompt_dropout: float | None = None) -> LMTrainSettings:
+    """The config's LM settings (``LM_SETTINGS``; others as demo); ``prompt_dropout`` overrides."""
+    settings = LM_SETTINGS.get(config_name, LM_SETTINGS["demo"])
+    return settings if prompt_dropout is None else dataclasses.replace(settings, prompt_dropout=prompt_dropout)
+
+
 def _dpd_task(
     data: Path,
     cfg: MelodyConfig,
@@ -261,7 +270,7 @@ def _lm_task(
 ) -> LMTask:
     _, _, tok_train, tok_val, _ = _token_data(data, cfg, run, "train lm", log)
     codes_train, codes_val, codebooks, null_codes = _codes(data, run, log)
-    settings = LMTrainSettings() if prompt_dropout is None else LMTrainSettings(prompt_dropout=prompt_dropout)
+    settings = lm_settings(cfg.name, prompt_dropout)
     task = LMTask(
         cfg.lm,
         (codes_train, tok_train),

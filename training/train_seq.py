@@ -237,8 +237,8 @@ class LMTrainSettings:
     window_weight: float = 0.5
     # Share of training windows whose prompt is replaced by the generic prompt's codes (``null_codes``,
     # ``conditioning.GENERIC_PROMPT``): what classifier-free guidance on the LM needs as its unconditional
-    # branch. 0 by default; `train lm --prompt-dropout` sets it, and the assembled checkpoint then guides its LM
-    # (run_dir.DEFAULT_LM_GUIDANCE).
+    # branch. Per config in pipeline.LM_SETTINGS (demo 0.2); `train lm --prompt-dropout` overrides it, and the
+    # assembled checkpoint then guides its LM (run_dir.DEFAULT_LM_GUIDANCE).
     prompt_dropout: float = 0.0
 
     def __post_init__(self) -> None:

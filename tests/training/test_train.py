@@ -391,6 +391,10 @@ def test_prompt_dropout_trains_some_windows_on_the_generic_prompt(toy_data, fitt
         LMTrainSettings(prompt_dropout=1.0)
     with pytest.raises(ValueError, match="LM only"):
         pipeline.train_dpd(toy_data, "tiny", run, opts, prompt_dropout=0.1)
+    # The LM's prompt dropout (guidance's unconditional branch) is per config: the demo recipe guides, tiny stays plain.
+    assert pipeline.lm_settings("demo").prompt_dropout == 0.2 == pipeline.lm_settings("edge").prompt_dropout
+    assert pipeline.lm_settings("tiny").prompt_dropout == 0.0
+    assert pipeline.lm_settings("demo", prompt_dropout=0.0).prompt_dropout == 0.0
 
 
 def test_chroma_weight_trains_the_dpd_through_the_frozen_decoder(toy_data, fitted_run, tmp_path):
