@@ -65,9 +65,9 @@ def merge_datasets(sources: list[Path], out_dir: Path, overwrite: bool = False) 
     try:
         (tmp / "audio").mkdir()
         for n, src in enumerate(sources):
-            lines = (src / INDEX_FILE).read_text().splitlines() if (src / INDEX_FILE).is_file() else []
             clips = read_index(src)  # validates every row, and names the file and line of a bad one
-            for clip, line in zip(clips, [ln for ln in lines if ln.strip()], strict=True):
+            lines = [ln for ln in (src / INDEX_FILE).read_text().splitlines() if ln.strip()]
+            for clip, line in zip(clips, lines, strict=True):
                 if not clip.path.is_file():
                     raise DataError(f"{clip.path} (clip {clip.id} of {src}) is missing; rebuild that data set")
                 row = json.loads(line)
