@@ -419,18 +419,6 @@ def dpd_loss_terms(
     return DPDLossTerms(F.mse_loss(v, target), cos * z - sin * v, conditioned)
 
 
-def dpd_loss(
-    model: DualPathDiffusion,
-    z0: Tensor,
-    tokens: Tensor,
-    generator: torch.Generator | None = None,
-    cond_drop_prob: float | None = None,
-    future_null_prob: float = 0.0,
-) -> Tensor:
-    """The velocity MSE of :func:`dpd_loss_terms` alone."""
-    return dpd_loss_terms(model, z0, tokens, generator, cond_drop_prob, future_null_prob).loss
-
-
 DPD_PRESETS: dict[str, DPDConfig] = {
     # Segments of 16 frames instead of 64 keep the unrolled SRU short, so test exports lower quickly.
     "tiny": DPDConfig(

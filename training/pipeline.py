@@ -201,16 +201,21 @@ def _token_data(data: Path, cfg: MelodyConfig, run: Path, needed_by: str, log: L
     )
 
 
+def _settings_for(table: dict[str, Any], config_name: str, **overrides: Any) -> Any:
+    """The config's row of a per-config settings table (others as demo), with the overrides not None."""
+    settings = table.get(config_name, table["demo"])
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(settings, **given) if given else settings
+
+
 def dpd_settings(config_name: str, chroma_weight: float | None = None) -> DPDTrainSettings:
-    """The config's DPD settings (``DPD_SETTINGS``; others as demo); ``chroma_weight`` overrides."""
-    settings = DPD_SETTINGS.get(config_name, DPD_SETTINGS["demo"])
-    return settings if chroma_weight is None else dataclasses.replace(settings, chroma_weight=chroma_weight)
+    """The config's DPD settings (``DPD_SETTINGS``); ``chroma_weight`` overrides."""
+    return _settings_for(DPD_SETTINGS, config_name, chroma_weight=chroma_weight)
 
 
 def lm_settings(config_name: str, prompt_dropout: float | None = None) -> LMTrainSettings:
-    """The config's LM settings (``LM_SETTINGS``; others as demo); ``prompt_dropout`` overrides."""
-    settings = LM_SETTINGS.get(config_name, LM_SETTINGS["demo"])
-    return settings if prompt_dropout is None else dataclasses.replace(settings, prompt_dropout=prompt_dropout)
+    """The config's LM settings (``LM_SETTINGS``); ``prompt_dropout`` overrides."""
+    return _settings_for(LM_SETTINGS, config_name, prompt_dropout=prompt_dropout)
 
 
 def _dpd_task(
