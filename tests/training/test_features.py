@@ -74,3 +74,24 @@ def test_feature_cache_is_keyed_by_the_clips_not_only_the_weights(tmp_path):
     again = semantic_tokens(cache, "train", other, tok, "w", messages.append)
     assert tok.calls == 4 and "other clips" in messages[0]
     assert torch.equal(again[0], (other.audio[0][:4] > 0).long())
+
+
+def test_vae_latents_crop_to_the_hop_cache_before_the_gain_and_log_progress(tmp_path):
+    from safetensors.torch import load_file
+
+    from melody_edge.models.vae import VAE, VAE_PRESETS
+    from melody_edge.training.features import vae_latents
+
+    torch.manual_seed(0)
+    vae = VAE(VAE_PRESETS["tiny"]).eval()
+    audio = _audio_set(tmp_path, "a", [f"clip {i}" for i in range(20)])  # 100 samples each: not a multiple
+    hop, gain = vae.hop_length, vae.config.latent_gain
+    assert 100 % hop and gain != 1.0
+    messages = []
+    got = vae_latents(tmp_path / "cache", "train", audio, vae, "w", messages.append)
+    with torch.no_grad():
+        want = vae.latent(audio.audio[3][None, : 100 // hop * hop])[0]
+    assert len(got) == 20 and torch.allclose(got[3], want, atol=1e-6)
+    stored = load_file(str(tmp_path / "cache" / "latents-train-w.safetensors"))
+    assert torch.allclose(stored["000003"] * gain, want, atol=1e-6)  # the cache holds them before the gain
+    assert "train latents: 20/20 clips" in messages[-1]
