@@ -49,6 +49,8 @@ def stream_keys(
     scale: float,
     seeds: int,
     seconds: float,
+    temperature: float,
+    top_k: int,
     log=print,
 ) -> dict:
     """Key hits of the audio and of the LM's tokens for every caption and seed, at LM guidance ``scale``."""
@@ -57,7 +59,14 @@ def stream_keys(
     c, sr = model.config, model.config.sample_rate
     audio_hits, token_hits = [], []
     for seed in range(seeds):
-        settings = GenerationSettings(seconds=seconds, steps=c.steps, guidance_scale=c.guidance_scale, seed=seed)
+        settings = GenerationSettings(
+            seconds=seconds,
+            steps=c.steps,
+            guidance_scale=c.guidance_scale,
+            temperature=temperature,
+            top_k=top_k,
+            seed=seed,
+        )
         for j, (prompt, fact) in enumerate(zip(codes, facts, strict=True)):
             chunks = list(streamer.stream(prompt, settings))
             audio = np.concatenate([ch.audio for ch in chunks])
@@ -113,8 +122,13 @@ def run(
     seeds: int,
     seconds: float,
     real_tokens: bool = False,
+    temperature: float | None = None,
+    top_k: int | None = None,
 ) -> dict:
+    """``temperature`` and ``top_k`` of the LM's sampling: the checkpoint's unless given."""
     model = MeLoDy.load(checkpoint).eval()
+    temperature = model.config.temperature if temperature is None else temperature
+    top_k = model.config.top_k if top_k is None else top_k
     sr = model.config.sample_rate
     index = read_index(data)
     train = AudioSet(split_clips(index, TRAIN), sr)
@@ -132,12 +146,14 @@ def run(
         "seeds": seeds,
         "seconds": seconds,
         "checkpoint_lm_guidance": model.config.lm_guidance_scale,
+        "temperature": temperature,
+        "top_k": top_k,
         "chance": {"key": 1 / 24, "same_tonic": 1 / 12},
         "rows": [],
     }
     for scale in scales:
         t0 = time.monotonic()
-        row = stream_keys(model, codes, facts, table, scale, seeds, seconds)
+        row = stream_keys(model, codes, facts, table, scale, seeds, seconds, temperature, top_k)
         row["wall_seconds"] = round(time.monotonic() - t0, 1)
         report["rows"].append(row)
     if real_tokens:
@@ -164,15 +180,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clips", type=int, default=48, help="held-out captions of distinct works (at most)")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--temperature", type=float, help="LM sampling temperature (default: the checkpoint's)")
+    ap.add_argument("--top-k", type=int, help="LM top-k, 0 = off (default: the checkpoint's)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     scales = args.lm_guidance or ([] if args.real_tokens else [1.0, 3.0])
-    report = run(args.checkpoint, args.data, args.cache, scales, args.clips, args.seeds, args.seconds, args.real_tokens)
+    report = run(
+        args.checkpoint,
+        args.data,
+        args.cache,
+        scales,
+        args.clips,
+        args.seeds,
+        args.seconds,
+        args.real_tokens,
+        args.temperature,
+        args.top_k,
+    )
     n = report["rows"][0]["samples"]
     print(f"\nkey accuracy over {report['clips']} captions x {report['seeds']} seeds = {n} clips (same tonic)")
+    print(f"LM temperature {report['temperature']:g}, top-k {report['top_k'] or 'off'}")
     print(f"{'LM guidance':>11} {'audio':>16} {'tokens':>16} {'wall s':>8}")
     for row in report["rows"]:
         a, t = row["audio"], row["lm_tokens"]

@@ -22,7 +22,9 @@ def test_stream_keys_reads_every_caption_and_seed_at_the_requested_lm_guidance(n
     codes = [[i * 7 % 1024 for i in range(12)], [5] * 12]
     facts = [{"tonic_pc": 0, "mode": "major"}, {"tonic_pc": 7, "mode": "major"}]
     logs = []
-    row = generated_key.stream_keys(model, codes, facts, table, 3.0, seeds=2, seconds=1.0, log=logs.append)
+    row = generated_key.stream_keys(
+        model, codes, facts, table, 3.0, seeds=2, seconds=1.0, temperature=1.0, top_k=0, log=logs.append
+    )
     assert row["samples"] == 4 and len(logs) == 4 and row["lm_guidance"] == 3.0
     # The tokens' key is read through the table: the C major captions hit, the G major ones miss.
     assert row["lm_tokens"]["key"] == 0.5 and row["lm_tokens"]["hits"] == 2
@@ -41,3 +43,20 @@ def test_real_token_keys_render_each_clip_from_its_own_tokens():
     assert row["samples"] == 4 and len(logs) == 4 and row["lm_guidance"] == "real tokens"
     assert row["lm_tokens"]["key"] == 0.5  # the table says C major for every token
     assert 0.0 <= row["audio"]["key"] <= 1.0
+
+
+def test_stream_keys_samples_with_the_given_temperature_and_top_k(null_codes, monkeypatch):
+    seen = []
+
+    class Recording(generated_key.StreamingGenerator):
+        def stream(self, prompt, settings):
+            seen.append((settings.temperature, settings.top_k, settings.seed))
+            return super().stream(prompt, settings)
+
+    monkeypatch.setattr(generated_key, "StreamingGenerator", Recording)
+    model = with_lm_guidance(build_model(preset("tiny"), seed=0), 3.0, null_codes)
+    table = C_MAJOR.repeat(model.config.lm.vocab_size, 1)
+    generated_key.stream_keys(
+        model, [[1] * 12], [{"tonic_pc": 0, "mode": "major"}], table, 3.0, 2, 0.5, 0.8, 40, log=lambda _: None
+    )
+    assert seen == [(0.8, 40, 0), (0.8, 40, 1)]
