@@ -106,7 +106,7 @@ def vae_latents(
 
     def build() -> dict[str, Tensor]:
         # One clip at a time: batching measured slower on a CPU (1.54 against 0.96 s per 10 s clip for
-        # 8 clips on one thread), the encoder's full-rate activations leave the cache.
+        # 8 clips on one thread), likely because the encoder's full-rate activations then outgrow the caches.
         latents = per_clip(
             audio, lambda a: vae.latent(a[:, : a.shape[-1] // hop * hop])[0] / gain, f"{split} latents", log
         )
