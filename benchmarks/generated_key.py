@@ -35,7 +35,7 @@ from melody_edge.runtime.pipeline import GenerationSettings, StreamingGenerator
 from melody_edge.training import features
 from melody_edge.training.data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
 from melody_edge.training.evaluate import _distinct_works, _key_ok, sample_from_tokens
-from melody_edge.training.metrics import estimate_key, key_from_tokens, token_chroma_table
+from melody_edge.training.metrics import estimate_key, key_from_tokens
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "melody_edge" / "checkpoints" / "demo"
 
@@ -133,9 +133,9 @@ def run(
     index = read_index(data)
     train = AudioSet(split_clips(index, TRAIN), sr)
     val_clips = split_clips(index, VALIDATION)
-    digest = features.weights_digest(Path(checkpoint) / "tokenizer")
-    tok_train = features.semantic_tokens(cache, TRAIN, train, model.tokenizer, digest, print)
-    table = token_chroma_table(train.audio, tok_train, model.config.lm.vocab_size, sr, model.tokenizer.hop_length)
+    table = features.training_token_chroma(
+        cache, train, model.tokenizer, Path(checkpoint) / "tokenizer", model.config.lm.vocab_size, print
+    )
     chosen = _distinct_works(val_clips, clips)
     encoder = SentenceEmbeddingTextEncoder(default_text_encoder_dir())
     codes = model.conditioner.tokens_from_prompt([val_clips[i].caption for i in chosen], encoder).tolist()

@@ -39,7 +39,7 @@ from melody_edge.runtime.sampling import sample_token
 from melody_edge.training import features
 from melody_edge.training.data import TRAIN, VALIDATION, AudioSet, read_index, split_clips
 from melody_edge.training.evaluate import _key_ok
-from melody_edge.training.metrics import key_from_chroma, key_from_tokens, token_chroma_table
+from melody_edge.training.metrics import key_from_chroma, key_from_tokens
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "melody_edge" / "checkpoints" / "demo"
 
@@ -92,9 +92,9 @@ def probe(
     index = read_index(data)
     train = AudioSet(split_clips(index, TRAIN), sr)
     val = AudioSet(split_clips(index, VALIDATION), sr)
-    digest = features.weights_digest(Path(checkpoint) / "tokenizer")
-    tok_train = features.semantic_tokens(cache, TRAIN, train, model.tokenizer, digest, print)
-    table = token_chroma_table(train.audio, tok_train, cfg.lm.vocab_size, sr, model.tokenizer.hop_length)
+    table = features.training_token_chroma(
+        cache, train, model.tokenizer, Path(checkpoint) / "tokenizer", cfg.lm.vocab_size, print
+    )
     facts = [c.facts for c in val.clips]
     real = [_key_ok(key_from_tokens(model.tokenizer.tokenize(a[None])[0], table), f) for a, f in zip(val.audio, facts)]
     encoder = SentenceEmbeddingTextEncoder(default_text_encoder_dir())

@@ -22,7 +22,8 @@ from melody_edge.models.conditioning import PromptConditioner, TextEncoder
 from melody_edge.models.semantic_tokenizer import CentroidTokenizer
 from melody_edge.models.vae import VAE
 
-from .data import AudioSet, Clip
+from .data import TRAIN, AudioSet, Clip
+from .metrics import token_chroma_table
 from .synth_catalog import CAPTION_VARIANTS, caption_variants
 
 Log = Callable[[str], None]
@@ -90,6 +91,15 @@ def semantic_tokens(
 
     got = _cached(cache / f"tokens-{split}-{digest}.safetensors", build, audio.clips, log)
     return [got[c.id] for c in audio.clips]
+
+
+def training_token_chroma(
+    cache: Path, train: AudioSet, tokenizer: CentroidTokenizer, tokenizer_dir: Path, vocab_size: int, log: Log | None
+) -> Tensor:
+    """The token -> mean-chroma table [vocab_size, 12] of the training audio, from its cached tokens: how the
+    key probes (``benchmarks/*key*``) read a key off semantic tokens alone."""
+    tokens = semantic_tokens(cache, TRAIN, train, tokenizer, weights_digest(Path(tokenizer_dir)), log)
+    return token_chroma_table(train.audio, tokens, vocab_size, train.sample_rate, tokenizer.hop_length)
 
 
 @torch.no_grad()
