@@ -17,7 +17,6 @@ the oracle (any candidate right: the ceiling of any selection rule).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
@@ -25,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from melody_edge.models.conditioning import GENERIC_PROMPT, SentenceEmbeddingTextEncoder, default_text_encoder_dir
-from melody_edge.models.lm import KVCache, SemanticLM
+from melody_edge.models.conditioning import SentenceEmbeddingTextEncoder, default_text_encoder_dir
+from melody_edge.models.lm import SemanticLM
+from melody_edge.models.lm_guidance import with_cache_batch
 from melody_edge.models.melody import MeLoDy
 from melody_edge.runtime.rng import STREAM_TOKENS, PortableRng
 from melody_edge.runtime.sampling import sample_token
@@ -37,15 +37,6 @@ from melody_edge.training.metrics import key_from_tokens
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "melody_edge" / "checkpoints" / "demo"
 SEED_STRIDE = 1000  # candidate j of seed s samples with the runtime's token stream of seed SEED_STRIDE * s + j
-
-
-def batched_lm(lm: SemanticLM, rows: int) -> SemanticLM:
-    """A copy of ``lm`` whose KV cache holds ``rows`` sequences (the caller's LM is left as it is)."""
-    out = copy.deepcopy(lm).eval()
-    c = out.config = lm.config.replace(cache_batch_size=rows)
-    for layer in out.layers:
-        layer.cache = KVCache(rows, c.n_heads, c.max_seq_len, c.head_dim)
-    return out
 
 
 @torch.no_grad()
@@ -61,8 +52,8 @@ def sample_candidates(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One guided window per seed, all in one batch -> tokens [N, n], PMI per token [N, n].
 
-    ``lm`` has a cache of 2N rows (``batched_lm``): rows 0..N-1 read the caption's codes, N..2N-1 the
-    generic prompt's. Sampling follows the runtime's guided LM (``u + scale * (c - u)``, one portable
+    ``lm`` has a cache of 2N rows (``models.lm_guidance.with_cache_batch``): rows 0..N-1 read the caption's
+    codes, N..2N-1 the generic prompt's. Sampling follows the runtime's guided LM (``u + scale * (c - u)``, one portable
     uniform per token), so candidate j is the stream the runtime gives for ``seeds[j]``.
     """
     k = len(seeds)
@@ -88,19 +79,24 @@ def sample_candidates(
     return tokens, pmi
 
 
-def probe(checkpoint: Path, data: Path, cache: Path, candidates: int, seeds: int, scale: float) -> dict:
+def probe(checkpoint: Path, data: Path, cache: Path, candidates: int, seeds: int, scale: float | None) -> dict:
     model = MeLoDy.load(checkpoint)
     cfg, sr = model.config, model.config.sample_rate
+    scale = cfg.lm_guidance_scale if scale is None else scale
+    if not cfg.lm_null_codes:
+        raise SystemExit(
+            f"{checkpoint}: its LM has no unconditional branch (lm_null_codes); train it with --prompt-dropout"
+        )
     index = read_index(data)
     train = AudioSet(split_clips(index, TRAIN), sr)
     val = AudioSet(split_clips(index, VALIDATION), sr)
     table = features.training_token_chroma(
         cache, train, model.tokenizer, Path(checkpoint) / "tokenizer", cfg.lm.vocab_size, print
     )
+    null = torch.tensor(cfg.lm_null_codes)  # the generic prompt's codes, as the runtime's guided LM uses them
     encoder = SentenceEmbeddingTextEncoder(default_text_encoder_dir())
     codes = model.conditioner.tokens_from_prompt([c.caption for c in val.clips], encoder)
-    null = model.conditioner.tokens_from_prompt([GENERIC_PROMPT], encoder)[0]
-    lm = batched_lm(model.lm, 2 * candidates)
+    lm = with_cache_batch(model.lm, 2 * candidates)
     n, first_chunk = cfg.dpd.window_tokens, cfg.dpd.window_tokens // cfg.dpd.chunks
     rows, t0 = [], time.monotonic()
     for s in range(seeds):
@@ -151,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, required=True, help="feature cache (a training run's RUN/cache)")
     ap.add_argument("--candidates", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=2, help="windows per caption (seeds 0..N-1)")
-    ap.add_argument("--lm-guidance", type=float, default=3.0)
+    ap.add_argument("--lm-guidance", type=float, help="LM guidance scale (default: the checkpoint's)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -161,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     report = probe(args.checkpoint, args.data, args.cache, args.candidates, args.seeds, args.lm_guidance)
     w = report["windows"]
-    print(f"\nkey of the LM's tokens, {w} windows, best of {args.candidates} (LM guidance {args.lm_guidance})")
+    print(f"\nkey of the LM's tokens, {w} windows, best of {args.candidates} (LM guidance {report['lm_guidance']:g})")
     for name, hits in report["key_hits"].items():
         print(f"  {name:<24} {hits / w:>6.1%} ({hits:.0f} / {w})")
     if args.json:

@@ -52,17 +52,26 @@ class GuidedLM(SemanticLM):
         return free + self.scale * (cond - free)
 
 
+def with_cache_batch(lm: SemanticLM, rows: int) -> SemanticLM:
+    """A copy of ``lm`` (the same weights) whose KV cache holds ``rows`` sequences; ``lm`` is left as it is."""
+    out = copy.deepcopy(lm)
+    c = out.config = lm.config.replace(cache_batch_size=rows)
+    for layer in out.layers:
+        if type(layer.cache) is not KVCache:
+            raise TypeError(
+                f"a cache of batch {rows} needs the LM's own KVCache; got {type(layer.cache).__name__} (swap after)"
+            )
+        k = layer.cache.k
+        layer.cache = KVCache(rows, c.n_heads, c.max_seq_len, c.head_dim).to(device=k.device, dtype=k.dtype)
+    return out.eval()
+
+
 def guided_lm(lm: SemanticLM, null_codes: tuple[int, ...] | list[int], scale: float) -> GuidedLM:
     """A guided copy of ``lm``: the same weights, a KV cache of batch 2 (``lm`` is left as it is)."""
     validate_null_codes(null_codes, lm.config)
-    out = copy.deepcopy(lm)
+    out = with_cache_batch(lm, 2)
     out.__class__ = GuidedLM
-    c = out.config = lm.config.replace(cache_batch_size=2)
-    for layer in out.layers:
-        if type(layer.cache) is not KVCache:
-            raise TypeError(f"guided_lm needs the LM's own KVCache; got {type(layer.cache).__name__} (swap after)")
-        k = layer.cache.k
-        layer.cache = KVCache(2, c.n_heads, c.max_seq_len, c.head_dim).to(device=k.device, dtype=k.dtype)
+    c = out.config
     out.scale = float(scale)
     table = torch.full((c.max_seq_len,), -1, dtype=torch.long)
     table[: c.prefix_levels] = lm.prefix_ids(torch.tensor([list(null_codes)]))[0]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from melody_edge.models.lm_guidance import with_cache_batch
 from melody_edge.models.melody import build_model, preset, with_lm_guidance
 
 _spec = importlib.util.spec_from_file_location(
@@ -25,7 +26,7 @@ def test_each_candidate_is_the_stream_the_guided_runtime_draws_for_its_seed(null
     """The probe ranks what users would get: candidate j equals the runtime's guided draw for seed j."""
     model = with_lm_guidance(build_model(preset("tiny"), seed=0), 3.0, null_codes)
     n = model.config.dpd.window_tokens
-    lm = rerank.batched_lm(model.lm, 6)
+    lm = with_cache_batch(model.lm, 6)
     seeds = [0, 1, 1002]
     tokens, pmi = rerank.sample_candidates(lm, torch.tensor(PREFIX), torch.tensor(null_codes), n, seeds, 3.0, 0.9, 40)
     for row, seed in zip(tokens, seeds, strict=True):
@@ -38,7 +39,7 @@ def test_each_candidate_is_the_stream_the_guided_runtime_draws_for_its_seed(null
 def test_pmi_is_zero_when_the_generic_prompt_is_the_caption(null_codes):
     model = build_model(preset("tiny"), seed=0)
     n = model.config.dpd.window_tokens
-    lm = rerank.batched_lm(model.lm, 4)
+    lm = with_cache_batch(model.lm, 4)
     same = torch.tensor(null_codes)
     _, pmi = rerank.sample_candidates(lm, same, same, n, [0, 1], 3.0, 1.0, 0)
     assert torch.allclose(pmi, torch.zeros_like(pmi), atol=1e-5)

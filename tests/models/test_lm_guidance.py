@@ -5,7 +5,7 @@ import torch
 
 from melody_edge.models.config import ConfigError
 from melody_edge.models.lm import LM_PRESETS, SemanticLM
-from melody_edge.models.lm_guidance import GuidedLM, guided_lm, streaming_lm
+from melody_edge.models.lm_guidance import GuidedLM, guided_lm, streaming_lm, with_cache_batch
 from melody_edge.models.melody import preset, with_lm_guidance
 
 NULL = [3, 900, 41, 7, 512, 0, 77, 1023, 250, 9, 600, 18]
@@ -81,3 +81,17 @@ def test_guided_lm_refuses_a_batch_it_cannot_hold():
     guided = guided_lm(tiny_lm(), NULL, 3.0)
     with pytest.raises(ValueError, match="one sequence"):
         guided.prefill(torch.zeros(2, 3, dtype=torch.long), 0)
+
+
+def test_with_cache_batch_streams_several_rows_with_the_same_weights_and_leaves_the_lm_alone():
+    lm = tiny_lm()
+    wide = with_cache_batch(lm, 3)
+    ids = torch.randint(0, lm.config.vocab_size, (1, 5))
+    with torch.no_grad():
+        one = lm.prefill(ids, 0)
+        three = wide.prefill(ids.repeat(3, 1), 0)
+        step = wide.decode(torch.tensor([[1], [2], [1]]), 5)
+    assert torch.allclose(three, one.expand(3, -1, -1), atol=1e-6)
+    assert torch.allclose(step[0], step[2]) and not torch.allclose(step[0], step[1])
+    assert wide.config.cache_batch_size == 3 and lm.config.cache_batch_size == 1
+    assert lm.layers[0].cache.k.shape[0] == 1 and wide.layers[0].cache.k.shape[0] == 3
