@@ -105,6 +105,13 @@ def real_token_keys(
     }
 
 
+def with_dpd_sampler(model: MeLoDy, guidance: float | None = None, steps: int | None = None) -> MeLoDy:
+    """``model`` with the DPD sampler's guidance and steps in its config replaced (None: kept); both rows read them."""
+    overrides = {"guidance_scale": guidance, "steps": steps}
+    model.config = model.config.replace(**{k: v for k, v in overrides.items() if v is not None})
+    return model
+
+
 def _mean(hits: list[tuple[bool, bool]], k: int) -> float:
     return sum(h[k] for h in hits) / max(len(hits), 1)
 
@@ -124,9 +131,12 @@ def run(
     real_tokens: bool = False,
     temperature: float | None = None,
     top_k: int | None = None,
+    dpd_guidance: float | None = None,
+    steps: int | None = None,
 ) -> dict:
-    """``temperature`` and ``top_k`` of the LM's sampling: the checkpoint's unless given."""
-    model = MeLoDy.load(checkpoint).eval()
+    """``temperature`` and ``top_k`` of the LM's sampling, ``dpd_guidance`` and ``steps`` of the DPD's sampler
+    (both rows): the checkpoint's unless given."""
+    model = with_dpd_sampler(MeLoDy.load(checkpoint).eval(), dpd_guidance, steps)
     temperature = model.config.temperature if temperature is None else temperature
     top_k = model.config.top_k if top_k is None else top_k
     sr = model.config.sample_rate
@@ -148,6 +158,8 @@ def run(
         "checkpoint_lm_guidance": model.config.lm_guidance_scale,
         "temperature": temperature,
         "top_k": top_k,
+        "dpd_guidance": model.config.guidance_scale,
+        "steps": model.config.steps,
         "chance": {"key": 1 / 24, "same_tonic": 1 / 12},
         "rows": [],
     }
@@ -182,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--temperature", type=float, help="LM sampling temperature (default: the checkpoint's)")
     ap.add_argument("--top-k", type=int, help="LM top-k, 0 = off (default: the checkpoint's)")
+    ap.add_argument("--dpd-guidance", type=float, help="the DPD sampler's guidance (default: the checkpoint's)")
+    ap.add_argument("--steps", type=int, help="the DPD sampler's steps (default: the checkpoint's)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -199,10 +213,13 @@ def main(argv: list[str] | None = None) -> None:
         args.real_tokens,
         args.temperature,
         args.top_k,
+        args.dpd_guidance,
+        args.steps,
     )
     n = report["rows"][0]["samples"]
     print(f"\nkey accuracy over {report['clips']} captions x {report['seeds']} seeds = {n} clips (same tonic)")
-    print(f"LM temperature {report['temperature']:g}, top-k {report['top_k'] or 'off'}")
+    print(f"LM temperature {report['temperature']:g}, top-k {report['top_k'] or 'off'}; ", end="")
+    print(f"DPD guidance {report['dpd_guidance']:g}, {report['steps']} steps")
     print(f"{'LM guidance':>11} {'audio':>16} {'tokens':>16} {'wall s':>8}")
     for row in report["rows"]:
         a, t = row["audio"], row["lm_tokens"]

@@ -45,18 +45,20 @@ def test_real_token_keys_render_each_clip_from_its_own_tokens():
     assert 0.0 <= row["audio"]["key"] <= 1.0
 
 
-def test_stream_keys_samples_with_the_given_temperature_and_top_k(null_codes, monkeypatch):
+def test_stream_keys_samples_with_the_given_lm_and_dpd_sampler_settings(null_codes, monkeypatch):
     seen = []
 
     class Recording(generated_key.StreamingGenerator):
         def stream(self, prompt, settings):
-            seen.append((settings.temperature, settings.top_k, settings.seed))
+            seen.append((settings.temperature, settings.top_k, settings.seed, settings.guidance_scale, settings.steps))
             return super().stream(prompt, settings)
 
     monkeypatch.setattr(generated_key, "StreamingGenerator", Recording)
     model = with_lm_guidance(build_model(preset("tiny"), seed=0), 3.0, null_codes)
+    model = generated_key.with_dpd_sampler(model, guidance=4.0, steps=3)  # --dpd-guidance 4 --steps 3
     table = C_MAJOR.repeat(model.config.lm.vocab_size, 1)
     generated_key.stream_keys(
         model, [[1] * 12], [{"tonic_pc": 0, "mode": "major"}], table, 3.0, 2, 0.5, 0.8, 40, log=lambda _: None
     )
-    assert seen == [(0.8, 40, 0), (0.8, 40, 1)]
+    assert seen == [(0.8, 40, 0, 4.0, 3), (0.8, 40, 1, 4.0, 3)]
+    assert generated_key.with_dpd_sampler(model).config.steps == 3  # None keeps what is there
