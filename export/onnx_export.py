@@ -228,6 +228,19 @@ def onnx_plan(model: MeLoDy, specs: dict, steps: int, sampler: bool, encoder: bo
 QUANTIZED_COMPONENTS = ("lm", "dpd", "dpd_sampler")
 
 
+def check_onnx_blocks(model: MeLoDy, recipe: Recipe) -> None:
+    """Refuse, naming them, quantized layers whose input width is not a multiple of the recipe's block.
+
+    MatMulNBits would pad such a layer's last block, but the torchao emulation behind the 'quantized
+    eager' parity gate cannot, and failed deep inside torchao (int8 and int4 both use blocks here).
+    """
+    if recipe.quantized and recipe.group_size:
+        from ..quantization.torchao_quant import check_group_size
+
+        check_group_size(model.lm, recipe.group_size, recipe.keep_float, "lm.")
+        check_group_size(model.dpd, recipe.group_size, recipe.keep_float, "dpd.")
+
+
 def export_onnx_components(
     model: MeLoDy,
     recipe: Recipe,
@@ -243,11 +256,7 @@ def export_onnx_components(
     Returns (components for the manifest, quantized layer names per component, the eager model with
     the same quantization emulated by torchao, or None for float recipes).
     """
-    if recipe.weights == "int4":
-        from ..quantization.torchao_quant import check_group_size
-
-        check_group_size(model.lm, recipe.group_size, recipe.keep_float, "lm.")
-        check_group_size(model.dpd, recipe.group_size, recipe.keep_float, "dpd.")
+    check_onnx_blocks(model, recipe)
     components: dict = {}
     quantized: dict[str, list[str]] = {}
     for name, methods in onnx_plan(model, specs, steps, sampler_artifact, encoder_artifact).items():

@@ -29,8 +29,8 @@ def check_group_size(model: nn.Module, group_size: int, keep_float: tuple[str, .
     if bad:
         raise RecipeError(
             f"group size {group_size} does not divide the input width of {len(bad)} linear layer(s): "
-            f"{', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}. Pick a group size that divides them "
-            "(--group-size), or keep them in float (--keep-float NAME)."
+            f"{', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}. Keep them in float (--keep-float NAME), "
+            "or, for an int4 recipe, pick a group size that divides them (--group-size)."
         )
 
 

@@ -39,3 +39,30 @@ def test_overrides_are_checked():
         load_recipe("onnx", "int4").override(group_size=0)
     assert load_recipe("onnx", "int4").override(group_size=64).group_size == 64
     assert load_recipe("onnx", "fp32").override(keep_float=("lm.head",)).keep_float == ("lm.head",)
+
+
+@pytest.mark.parametrize("config", ["tiny", "demo", "edge", "paper"])
+def test_block_recipes_fit_every_built_in_config(config):
+    # The demo DPD's token_feature_proj (140 wide) once reached torchao's own assertion through onnx/int8.
+    from melody_edge.models.melody import build_model, preset
+    from melody_edge.quantization.torchao_quant import check_group_size
+
+    model = build_model(preset(config), seed=0)
+    for target in TARGETS:
+        for name in available_recipes(target):
+            recipe = load_recipe(target, name)
+            if recipe.quantized and recipe.group_size:
+                check_group_size(model.lm, recipe.group_size, recipe.keep_float, "lm.")
+                check_group_size(model.dpd, recipe.group_size, recipe.keep_float, "dpd.")
+
+
+def test_onnx_int8_refuses_a_layer_its_blocks_do_not_divide_naming_it():
+    from melody_edge.export.onnx_export import check_onnx_blocks
+    from melody_edge.models.melody import build_model, preset
+
+    model = build_model(preset("demo"), seed=0)
+    recipe = load_recipe("onnx", "int8")
+    check_onnx_blocks(model, recipe)  # the shipped recipe keeps it float
+    loose = recipe.override(keep_float=tuple(k for k in recipe.keep_float if k != "dpd.token_feature_proj"))
+    with pytest.raises(RecipeError, match=r"dpd.token_feature_proj \(in_features 140\).*--keep-float"):
+        check_onnx_blocks(model, loose)
