@@ -106,7 +106,9 @@ def real_token_keys(
 
 
 def with_dpd_sampler(model: MeLoDy, guidance: float | None = None, steps: int | None = None) -> MeLoDy:
-    """``model`` with the DPD sampler's guidance and steps in its config replaced (None: kept); both rows read them."""
+    """Replace the DPD sampler's guidance and steps in ``model``'s config, in place (None: kept); both rows read them.
+
+    In place: ``run`` applies it to the model it has just loaded, which nothing else holds."""
     overrides = {"guidance_scale": guidance, "steps": steps}
     model.config = model.config.replace(**{k: v for k, v in overrides.items() if v is not None})
     return model
