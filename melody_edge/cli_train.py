@@ -137,25 +137,38 @@ def train() -> None:
     """Train MeLoDy's components (docs/training.md). Each writes RUN/<component>; run under torchrun for DDP."""
 
 
-# Each loop-trained component's own option (flag, type, help), passed to pipeline.train_component by name.
-_COMPONENT_OPTION = {
+# Each loop-trained component's own options (flag, type, help), passed to pipeline.train_component by name.
+_COMPONENT_OPTIONS = {
     "vae": (
-        "--disc-start",
-        int,
-        "Step at which the discriminators switch on (default: per config; raise it to continue on "
-        "the reconstruction loss alone).",
+        (
+            "--disc-start",
+            int,
+            "Step at which the discriminators switch on (default: per config; raise it to continue on "
+            "the reconstruction loss alone).",
+        ),
     ),
     "dpd": (
-        "--chroma-weight",
-        float,
-        "Weight of the decoded chroma loss: the DPD's clean-latent estimate, decoded by the VAE, against "
-        "the real audio's pitch classes (default: per config, 1 for demo; 0 = velocity loss alone).",
+        (
+            "--chroma-weight",
+            float,
+            "Weight of the decoded chroma loss: the DPD's clean-latent estimate, decoded by the VAE, against "
+            "the real audio's pitch classes (default: per config, 1 for demo; 0 = velocity loss alone).",
+        ),
     ),
     "lm": (
-        "--prompt-dropout",
-        float,
-        "Share of windows trained on the generic prompt's codes (default: per config, 0.2 for demo; 0 = "
-        "off): the unconditional branch for guidance on the LM, which the assembled checkpoint then uses (scale 3).",
+        (
+            "--prompt-dropout",
+            float,
+            "Share of windows trained on the generic prompt's codes (default: per config, 0.2 for demo; 0 = "
+            "off): the unconditional branch for guidance on the LM, which the assembled checkpoint then uses "
+            "(scale 3).",
+        ),
+        (
+            "--bag-weight",
+            float,
+            "Weight of every position's prediction scored against its whole window's tokens (default: per "
+            "config, 0.5 for demo; 0 = off): keeps sampled windows in the key they start in.",
+        ),
     ),
 }
 
@@ -164,9 +177,9 @@ def _run_loop(component: str, data_dir: Path, config_name: str, out: Path, seed:
     from melody_edge.training import pipeline
 
     fn = {"vae": pipeline.train_vae, "dpd": pipeline.train_dpd, "lm": pipeline.train_lm}[component]
-    own = _COMPONENT_OPTION[component][0].lstrip("-").replace("-", "_")
+    own = [flag.lstrip("-").replace("-", "_") for flag, _, _ in _COMPONENT_OPTIONS[component]]
     try:
-        extra = {own: kw.pop(own, None)}
+        extra = {name: kw.pop(name, None) for name in own}
         options = pipeline.default_options(config_name, component, seed=seed, **kw)
         result = fn(data_dir, config_name, out, options, log=lambda m: click.echo(m, err=True), **extra)
     except _errors() as exc:
@@ -187,8 +200,9 @@ for _name, _doc in (
 
         return command
 
-    _flag, _type, _help = _COMPONENT_OPTION[_name]
-    cmd = click.option(_flag, type=_type, default=None, help=_help)(_common(_loop_options(_make(_name))))
+    cmd = _common(_loop_options(_make(_name)))
+    for _flag, _type, _help in reversed(_COMPONENT_OPTIONS[_name]):
+        cmd = click.option(_flag, type=_type, default=None, help=_help)(cmd)
     train.command(name=_name, help=_doc)(cmd)
 
 

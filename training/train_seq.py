@@ -26,7 +26,7 @@ from .metrics import dpd_loss_by_angle, dpd_token_use
 
 
 class _PrefixLoss(nn.Module):
-    """[CE, first_ce] with prefix rows from a :class:`CodewordPrefix` (or the LM's own); both modules inside,
+    """[CE, first_ce, bag_ce] with prefix rows from a :class:`CodewordPrefix` (or the LM's own); both modules inside,
     for DDP."""
 
     def __init__(self, model: SemanticLM, prefix: CodewordPrefix | None) -> None:
@@ -235,6 +235,9 @@ class LMTrainSettings:
     # Weight of the prompt-only prediction scored against its whole window (lm_prefix.first_token_window_ce);
     # without it the demo LM ignored its prompt (validation CE equal with another clip's prefix).
     window_weight: float = 0.5
+    # Weight of every position's prediction scored against its whole window (lm_prefix.window_bag_ce):
+    # keeps sampled windows in the key they start in. 0 = off (the LMs trained before 2026-12-06).
+    bag_weight: float = 0.0
     # Share of training windows whose prompt is replaced by the generic prompt's codes (``null_codes``,
     # ``conditioning.GENERIC_PROMPT``): what classifier-free guidance on the LM needs as its unconditional
     # branch. Per config in pipeline.LM_SETTINGS (demo 0.2); `train lm --prompt-dropout` overrides it, and the
@@ -244,6 +247,8 @@ class LMTrainSettings:
     def __post_init__(self) -> None:
         if not 0.0 <= self.prompt_dropout < 1.0:
             raise ValueError(f"--prompt-dropout must be in [0, 1), got {self.prompt_dropout}")
+        if not 0.0 <= self.bag_weight <= 10.0:
+            raise ValueError(f"the LM's bag_weight must be in [0, 10], got {self.bag_weight}")
 
 
 class LMTask:
@@ -316,37 +321,43 @@ class LMTask:
             dropped = torch.rand(len(idx), generator=gen) < self.settings.prompt_dropout
             codes = torch.where(dropped[:, None], self.null_codes.view(1, -1).to(codes), codes)
         codes, tokens = codes.to(dev), torch.stack(seqs).to(dev)
-        ce, first = self.loss(codes, tokens)
+        ce, first, bag = self.loss(codes, tokens)
         loss = ce + self.settings.window_weight * first
+        if self.settings.bag_weight:
+            loss = loss + self.settings.bag_weight * bag
         loss.backward()
         clip_and_step(self.module, self.opt, self.options.grad_clip)
         if self.prefix is not None:
             clip_and_step(self.prefix, self.prefix_opt, self.options.grad_clip)
             self.prefix.sync(self.module)
-        return {"ce": float(ce.detach()), "first_ce": float(first.detach())}
+        return {"ce": float(ce.detach()), "first_ce": float(first.detach()), "bag_ce": float(bag.detach())}
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Cross-entropy over every validation clip's first window (nats per token), with its own prefix and
-        with the next clip's (``ce_other_prefix``): equal figures mean the LM ignores its prompt."""
+        with the next clip's (``ce_other_prefix``): equal figures mean the LM ignores its prompt. ``bag_ce``:
+        :func:`~.lm_prefix.window_bag_ce` with the own prefix."""
         if self.prefix is not None:
             self.prefix.sync(self.module)  # after a resume the map, not the saved rows, is current
         self.module.eval()
         keep = [t.numel() >= self.seq for t in self.val_tokens]
         tokens = torch.stack([t[: self.seq] for t, k in zip(self.val_tokens, keep) if k]) if any(keep) else None
         out = {"ce": math.nan, "ce_other_prefix": math.nan, "first_ce": math.nan, "first_ce_other_prefix": math.nan}
+        out["bag_ce"] = math.nan
         if tokens is not None:
             codes = self.val_codes[torch.tensor(keep)]
             for suffix, c in (("", codes), ("_other_prefix", codes.roll(1, dims=0))):
-                totals = [0.0, 0.0]
+                totals = [0.0, 0.0, 0.0]
                 for i in range(0, len(tokens), self.settings.val_batch):
                     sl = slice(i, i + self.settings.val_batch)
                     # The LM's own (synced) prefix rows: what is saved and exported.
-                    ce, first = prefix_lm_losses(
+                    losses = prefix_lm_losses(
                         self.module, None, c[sl].to(self.rt.device), tokens[sl].to(self.rt.device)
                     )
-                    totals[0] += float(ce) * len(tokens[sl])
-                    totals[1] += float(first) * len(tokens[sl])
-                out["ce" + suffix], out["first_ce" + suffix] = (t / len(tokens) for t in totals)
+                    for k in range(3):
+                        totals[k] += float(losses[k]) * len(tokens[sl])
+                out["ce" + suffix], out["first_ce" + suffix] = totals[0] / len(tokens), totals[1] / len(tokens)
+                if not suffix:
+                    out["bag_ce"] = totals[2] / len(tokens)
         self.module.train()
         return out

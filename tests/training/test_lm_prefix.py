@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from melody_edge.models.lm import LM_PRESETS, SemanticLM, lm_loss
-from melody_edge.training.lm_prefix import CodewordPrefix, first_token_window_ce, prefix_lm_losses
+from melody_edge.training.lm_prefix import (
+    CodewordPrefix,
+    first_token_window_ce,
+    prefix_lm_losses,
+    window_bag_ce,
+)
 
 
 def _lm_and_books(levels: int = 12, codes: int = 1024, d: int = 8) -> tuple[SemanticLM, torch.Tensor]:
@@ -76,3 +81,30 @@ def test_first_token_window_ce_scores_the_prompt_prediction_against_the_whole_wi
     first_only = torch.full((1, 4), -30.0)
     first_only[0, 1] = 0.0  # certain of the first token alone: infinite-ish cost on the other half
     assert first_token_window_ce(first_only, window) > 10.0
+
+
+def test_window_bag_ce_scores_every_position_against_the_whole_window():
+    window = torch.tensor([[1, 1, 2, 2]])
+    bag = torch.full((1, 4, 4), -30.0)
+    bag[0, :, 1:3] = 0.0  # every position predicts the window's own histogram
+    torch.testing.assert_close(window_bag_ce(bag, window), torch.tensor(math.log(2.0)))
+    # The next-token targets, predicted with certainty, miss half the window at every position.
+    next_only = torch.full((1, 4, 4), -30.0)
+    next_only[0, torch.arange(4), window[0]] = 0.0
+    assert window_bag_ce(next_only, window) > 10.0
+    # Only the last position off the window's histogram: a quarter of that position's cost.
+    mixed = bag.clone()
+    mixed[0, 3] = next_only[0, 3]
+    expected = (3 * math.log(2.0) + float(window_bag_ce(next_only[:, 3:], window))) / 4
+    torch.testing.assert_close(window_bag_ce(mixed, window), torch.tensor(expected))
+
+
+def test_the_bag_term_is_the_third_loss_and_reaches_the_map():
+    lm, books = _lm_and_books()
+    prefix = CodewordPrefix(books, lm.config.dim)
+    codes = torch.randint(0, 1024, (2, lm.config.prefix_levels))
+    semantic = torch.randint(0, 1024, (2, 20))
+    losses = prefix_lm_losses(lm, prefix, codes, semantic)
+    assert losses.shape == (3,)
+    losses[2].backward()
+    assert prefix.proj.weight.grad is not None and prefix.proj.weight.grad.abs().sum() > 0

@@ -346,7 +346,7 @@ def test_lm_prefix_rows_come_from_the_conditioner_codewords(toy_data, fitted_run
     opts = pipeline.default_options("tiny", "lm", steps=3, warmup_steps=1, val_every=3)
     result = pipeline.train_lm(toy_data, "tiny", run, opts, log=lambda m: None)
     # Validation says whether the prompt is read (own vs another clip's prefix); CE still picks the best.
-    for key in ("ce", "ce_other_prefix", "first_ce", "first_ce_other_prefix"):
+    for key in ("ce", "ce_other_prefix", "first_ce", "first_ce_other_prefix", "bag_ce"):
         assert math.isfinite(result.validation[key]), result.validation
     assert primary_metric(result.validation) == "ce"
     _, lm = load_component(run / "lm", LMConfig, SemanticLM)
@@ -369,7 +369,7 @@ def test_prompt_dropout_trains_some_windows_on_the_generic_prompt(toy_data, fitt
     def record(codes, tokens):
         seen.append(codes)
         zero = sum(p.sum() * 0 for p in task.module.parameters())
-        return torch.stack([zero, zero])
+        return torch.stack([zero, zero, zero])
 
     task.loss = record
     task.attach(task.optimizers(opts))
@@ -389,12 +389,37 @@ def test_prompt_dropout_trains_some_windows_on_the_generic_prompt(toy_data, fitt
     assert (run / "lm" / "log.csv").is_file() and lm_guidance_fields(run) == fields
     with pytest.raises(ValueError, match="prompt-dropout"):
         LMTrainSettings(prompt_dropout=1.0)
+    with pytest.raises(ValueError, match="bag_weight"):
+        LMTrainSettings(bag_weight=-1.0)
+    with pytest.raises(ValueError, match="LM only"):
+        pipeline.train_dpd(toy_data, "tiny", run, opts, bag_weight=0.1)
     with pytest.raises(ValueError, match="LM only"):
         pipeline.train_dpd(toy_data, "tiny", run, opts, prompt_dropout=0.1)
     # The LM's prompt dropout (guidance's unconditional branch) is per config: the demo recipe guides, tiny stays plain.
     assert pipeline.lm_settings("demo").prompt_dropout == 0.2 == pipeline.lm_settings("edge").prompt_dropout
     assert pipeline.lm_settings("tiny").prompt_dropout == 0.0
     assert pipeline.lm_settings("demo", prompt_dropout=0.0).prompt_dropout == 0.0
+
+
+def test_bag_weight_weighs_the_window_bag_term_in_the_lm_loss(toy_data, fitted_run, tmp_path, monkeypatch):
+    """[ce, first_ce, bag_ce] from the loss: the step's gradient carries bag_ce at `--bag-weight`."""
+    from melody_edge.training import train_seq
+    from melody_edge.training.loop import init_runtime
+
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    opts = pipeline.default_options("tiny", "lm", steps=1, batch_size=2)
+    cfg = pipeline.resolve_config("tiny")
+    task = pipeline._lm_task(toy_data, cfg, run, opts, init_runtime(), print, bag_weight=0.3)
+    w = task.module.norm.weight
+    task.loss = lambda codes, tokens: torch.stack([w[0] * 0, w[1] * 0, w[2]])
+    grads = []
+    monkeypatch.setattr(train_seq, "clip_and_step", lambda module, opt, clip: grads.append(w.grad[:3].tolist()))
+    task.attach(task.optimizers(opts))
+    task.train_step(0, torch.Generator().manual_seed(0))
+    assert grads[0] == pytest.approx([0.0, 0.0, 0.3])
+    assert pipeline.lm_settings("tiny").bag_weight == 0.0  # tests' tiny runs keep the plain losses
+    assert pipeline.lm_settings("demo").bag_weight == 0.5 == pipeline.lm_settings("edge").bag_weight
 
 
 def test_chroma_weight_trains_the_dpd_through_the_frozen_decoder(toy_data, fitted_run, tmp_path):
@@ -436,7 +461,7 @@ def test_chroma_weight_trains_the_dpd_through_the_frozen_decoder(toy_data, fitte
 
 
 def test_each_train_command_takes_its_own_option_only(toy_data, tmp_path):
-    """`train vae|dpd|lm` each carry one option of their own, passed through to the pipeline by name."""
+    """`train vae|dpd|lm` each carry options of their own, passed through to the pipeline by name."""
     from click.testing import CliRunner
 
     from melody_edge.cli import main
@@ -444,6 +469,9 @@ def test_each_train_command_takes_its_own_option_only(toy_data, tmp_path):
     base = ["--data", str(toy_data), "--config", "tiny", "--out", str(tmp_path / "run")]
     res = CliRunner().invoke(main, ["train", "vae", *base, "--disc-start", "-1"])
     assert res.exit_code == 1 and "--disc-start must be >= 0" in res.output, res.output
-    for component, foreign in (("vae", "--chroma-weight"), ("dpd", "--prompt-dropout"), ("lm", "--disc-start")):
+    res = CliRunner().invoke(main, ["train", "lm", *base, "--bag-weight", "-1"])
+    assert res.exit_code == 1 and "bag_weight must be in [0, 10]" in res.output, res.output
+    others = (("vae", "--chroma-weight"), ("dpd", "--prompt-dropout"), ("dpd", "--bag-weight"), ("lm", "--disc-start"))
+    for component, foreign in others:
         res = CliRunner().invoke(main, ["train", component, *base, foreign, "1"])
         assert res.exit_code == 2 and "No such option" in res.output, res.output
