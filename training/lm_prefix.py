@@ -97,8 +97,11 @@ def prefix_lm_losses(
     rows = prefix.embed(prefix_codes) if prefix is not None else model.embed(model.prefix_ids(prefix_codes))
     x = torch.cat([rows, model.embed(semantic[:, :-1].long())], dim=1)
     logits = model.forward_embeddings(x)[:, model.config.prefix_levels - 1 :]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), semantic.reshape(-1).long())
-    return torch.stack([ce, first_token_window_ce(logits[:, 0], semantic), window_bag_ce(logits, semantic)])
+    # One log-softmax for all three terms: the [B, S, V] normalisation is the costly part of each.
+    logp = F.log_softmax(logits.float(), dim=-1)
+    ce = -logp.gather(2, semantic.long()[..., None]).mean()
+    first = -logp[:, 0].gather(1, semantic.long()).mean()  # first_token_window_ce on these log-probabilities
+    return torch.stack([ce, first, _bag_nll(logp, semantic)])
 
 
 def first_token_window_ce(first_logits: Tensor, semantic: Tensor) -> Tensor:
@@ -126,8 +129,12 @@ def window_bag_ce(logits: Tensor, semantic: Tensor) -> Tensor:
     instruments), as inferred from the prompt and the context so far. With weight w the optimum per step
     is the next-token target mixed with the window's histogram at w / (1 + w).
     """
-    logp = F.log_softmax(logits.float(), dim=-1)
-    counts = torch.zeros(semantic.shape[0], logits.shape[-1], device=logits.device)
+    return _bag_nll(F.log_softmax(logits.float(), dim=-1), semantic)
+
+
+def _bag_nll(logp: Tensor, semantic: Tensor) -> Tensor:
+    """:func:`window_bag_ce` from log-probabilities [B, S, V]."""
+    counts = torch.zeros(semantic.shape[0], logp.shape[-1], device=logp.device)
     counts.scatter_add_(1, semantic.long(), torch.ones_like(semantic, dtype=counts.dtype))
     bag = counts / semantic.shape[1]
     return -(logp * bag[:, None, :]).sum(-1).mean()
