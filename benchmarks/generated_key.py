@@ -52,13 +52,15 @@ def stream_keys(
     temperature: float,
     top_k: int,
     log=print,
+    first_seed: int = 0,
 ) -> dict:
-    """Key hits of the audio and of the LM's tokens for every caption and seed, at LM guidance ``scale``."""
+    """Key hits of the audio and of the LM's tokens for every caption and seed (``first_seed`` onwards), at LM
+    guidance ``scale``."""
     backend = EagerBackend(model, lm_guidance=scale)
     streamer = StreamingGenerator(backend, backend.spec)
     c, sr = model.config, model.config.sample_rate
     audio_hits, token_hits = [], []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         settings = GenerationSettings(
             seconds=seconds,
             steps=c.steps,
@@ -74,35 +76,31 @@ def stream_keys(
             audio_hits.append(_key_ok(estimate_key(torch.from_numpy(audio), sr), fact))
             token_hits.append(_key_ok(key_from_tokens(tokens, table), fact))
             log(f"[generated_key] lm cfg {scale:g} seed {seed} clip {j + 1}/{len(codes)}")
-    return {
-        "lm_guidance": scale,
-        "audio": {"key": _mean(audio_hits, 0), "same_tonic": _mean(audio_hits, 1), "hits": _count(audio_hits)},
-        "lm_tokens": {"key": _mean(token_hits, 0), "same_tonic": _mean(token_hits, 1), "hits": _count(token_hits)},
-        "samples": len(audio_hits),
-    }
+    return _row(scale, audio_hits, token_hits)
 
 
 @torch.no_grad()
 def real_token_keys(
-    model: MeLoDy, audio: list[torch.Tensor], facts: list[dict], table: torch.Tensor, seeds: int, log=print
+    model: MeLoDy,
+    audio: list[torch.Tensor],
+    facts: list[dict],
+    table: torch.Tensor,
+    seeds: int,
+    log=print,
+    first_seed: int = 0,
 ) -> dict:
     """Key hits of each held-out clip rendered by the DPD and the VAE from its own semantic tokens (no LM), and
     of those tokens through the table. audio: the clips, [N_i] each."""
     sr = model.config.sample_rate
     audio_hits, token_hits = [], []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for j, (clip, fact) in enumerate(zip(audio, facts, strict=True)):
             tokens = model.tokenizer.tokenize(clip[None])[0]
             rendered = model.vae.decode(sample_from_tokens(model, model.dpd, tokens, seed))[0]
             audio_hits.append(_key_ok(estimate_key(rendered, sr), fact))
             token_hits.append(_key_ok(key_from_tokens(tokens, table), fact))
             log(f"[generated_key] real tokens seed {seed} clip {j + 1}/{len(audio)}")
-    return {
-        "lm_guidance": "real tokens",
-        "audio": {"key": _mean(audio_hits, 0), "same_tonic": _mean(audio_hits, 1), "hits": _count(audio_hits)},
-        "lm_tokens": {"key": _mean(token_hits, 0), "same_tonic": _mean(token_hits, 1), "hits": _count(token_hits)},
-        "samples": len(audio_hits),
-    }
+    return _row("real tokens", audio_hits, token_hits)
 
 
 def with_dpd_sampler(model: MeLoDy, guidance: float | None = None, steps: int | None = None) -> MeLoDy:
@@ -112,6 +110,18 @@ def with_dpd_sampler(model: MeLoDy, guidance: float | None = None, steps: int | 
     overrides = {"guidance_scale": guidance, "steps": steps}
     model.config = model.config.replace(**{k: v for k, v in overrides.items() if v is not None})
     return model
+
+
+def _row(name: float | str, audio_hits: list[tuple[bool, bool]], token_hits: list[tuple[bool, bool]]) -> dict:
+    """One table row; ``streams`` keeps each stream's (audio, tokens) key hit, seed-major, so two checkpoints
+    run on the same captions and seeds can be compared stream by stream."""
+    return {
+        "lm_guidance": name,
+        "audio": {"key": _mean(audio_hits, 0), "same_tonic": _mean(audio_hits, 1), "hits": _count(audio_hits)},
+        "lm_tokens": {"key": _mean(token_hits, 0), "same_tonic": _mean(token_hits, 1), "hits": _count(token_hits)},
+        "samples": len(audio_hits),
+        "streams": [[int(a[0]), int(t[0])] for a, t in zip(audio_hits, token_hits, strict=True)],
+    }
 
 
 def _mean(hits: list[tuple[bool, bool]], k: int) -> float:
@@ -135,6 +145,7 @@ def run(
     top_k: int | None = None,
     dpd_guidance: float | None = None,
     steps: int | None = None,
+    first_seed: int = 0,
 ) -> dict:
     """``temperature`` and ``top_k`` of the LM's sampling, ``dpd_guidance`` and ``steps`` of the DPD's sampler
     (both rows): the checkpoint's unless given."""
@@ -156,6 +167,7 @@ def run(
         "checkpoint": str(checkpoint),
         "clips": len(chosen),
         "seeds": seeds,
+        "first_seed": first_seed,
         "seconds": seconds,
         "checkpoint_lm_guidance": model.config.lm_guidance_scale,
         "temperature": temperature,
@@ -167,13 +179,13 @@ def run(
     }
     for scale in scales:
         t0 = time.monotonic()
-        row = stream_keys(model, codes, facts, table, scale, seeds, seconds, temperature, top_k)
+        row = stream_keys(model, codes, facts, table, scale, seeds, seconds, temperature, top_k, first_seed=first_seed)
         row["wall_seconds"] = round(time.monotonic() - t0, 1)
         report["rows"].append(row)
     if real_tokens:
         t0 = time.monotonic()
         val = AudioSet([val_clips[i] for i in chosen], sr)
-        row = real_token_keys(model, val.audio, facts, table, seeds)
+        row = real_token_keys(model, val.audio, facts, table, seeds, first_seed=first_seed)
         row["wall_seconds"] = round(time.monotonic() - t0, 1)
         report["rows"].append(row)
     return report
@@ -193,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--real-tokens", action="store_true", help="add a row rendered from the clips' own tokens (no LM)")
     ap.add_argument("--clips", type=int, default=48, help="held-out captions of distinct works (at most)")
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run first-seed .. first-seed + seeds - 1")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--temperature", type=float, help="LM sampling temperature (default: the checkpoint's)")
     ap.add_argument("--top-k", type=int, help="LM top-k, 0 = off (default: the checkpoint's)")
@@ -217,9 +230,11 @@ def main(argv: list[str] | None = None) -> None:
         args.top_k,
         args.dpd_guidance,
         args.steps,
+        args.first_seed,
     )
     n = report["rows"][0]["samples"]
-    print(f"\nkey accuracy over {report['clips']} captions x {report['seeds']} seeds = {n} clips (same tonic)")
+    seeds = f"{report['seeds']} seeds from {report['first_seed']}"
+    print(f"\nkey accuracy over {report['clips']} captions x {seeds} = {n} clips (same tonic)")
     print(f"LM temperature {report['temperature']:g}, top-k {report['top_k'] or 'off'}; ", end="")
     print(f"DPD guidance {report['dpd_guidance']:g}, {report['steps']} steps")
     print(f"{'LM guidance':>11} {'audio':>16} {'tokens':>16} {'wall s':>8}")

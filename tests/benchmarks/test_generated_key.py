@@ -29,6 +29,9 @@ def test_stream_keys_reads_every_caption_and_seed_at_the_requested_lm_guidance(n
     # The tokens' key is read through the table: the C major captions hit, the G major ones miss.
     assert row["lm_tokens"]["key"] == 0.5 and row["lm_tokens"]["hits"] == 2
     assert 0.0 <= row["audio"]["key"] <= 1.0
+    # Stream by stream, seed-major: caption 1 (C major) hits through the table, caption 2 (G major) misses.
+    assert [t for _, t in row["streams"]] == [1, 0, 1, 0]
+    assert sum(a for a, _ in row["streams"]) == row["audio"]["hits"]
 
 
 def test_real_token_keys_render_each_clip_from_its_own_tokens():
@@ -61,4 +64,9 @@ def test_stream_keys_samples_with_the_given_lm_and_dpd_sampler_settings(null_cod
         model, [[1] * 12], [{"tonic_pc": 0, "mode": "major"}], table, 3.0, 2, 0.5, 0.8, 40, log=lambda _: None
     )
     assert seen == [(0.8, 40, 0, 4.0, 3), (0.8, 40, 1, 4.0, 3)]
+    seen.clear()
+    generated_key.stream_keys(
+        model, [[1] * 12], [{"tonic_pc": 0, "mode": "major"}], table, 3.0, 2, 0.5, 0.8, 40, lambda _: None, first_seed=2
+    )
+    assert [s[2] for s in seen] == [2, 3]  # --first-seed 2 --seeds 2: fresh streams, not seeds 0 and 1 again
     assert generated_key.with_dpd_sampler(model).config.steps == 3  # None keeps what is there
