@@ -167,7 +167,7 @@ _COMPONENT_OPTIONS = {
             "--bag-weight",
             float,
             "Weight of every position's prediction scored against its whole window's tokens (default: per "
-            "config, 0.5 for demo; 0 = off): keeps sampled windows in the key they start in.",
+            "config, 1 for demo; 0 = off): keeps sampled windows in the key they start in.",
         ),
     ),
 }

@@ -419,7 +419,7 @@ def test_bag_weight_weighs_the_window_bag_term_in_the_lm_loss(toy_data, fitted_r
     task.train_step(0, torch.Generator().manual_seed(0))
     assert grads[0] == pytest.approx([0.0, 0.0, 0.3])
     assert pipeline.lm_settings("tiny").bag_weight == 0.0  # tests' tiny runs keep the plain losses
-    assert pipeline.lm_settings("demo").bag_weight == 0.5 == pipeline.lm_settings("edge").bag_weight
+    assert pipeline.lm_settings("demo").bag_weight == 1.0 == pipeline.lm_settings("edge").bag_weight
 
 
 def test_chroma_weight_trains_the_dpd_through_the_frozen_decoder(toy_data, fitted_run, tmp_path):
