@@ -100,8 +100,7 @@ def prefix_lm_losses(
     # One log-softmax for all three terms: the [B, S, V] normalisation is the costly part of each.
     logp = F.log_softmax(logits.float(), dim=-1)
     ce = -logp.gather(2, semantic.long()[..., None]).mean()
-    first = -logp[:, 0].gather(1, semantic.long()).mean()  # first_token_window_ce on these log-probabilities
-    return torch.stack([ce, first, _bag_nll(logp, semantic)])
+    return torch.stack([ce, _first_nll(logp[:, 0], semantic), _bag_nll(logp, semantic)])
 
 
 def first_token_window_ce(first_logits: Tensor, semantic: Tensor) -> Tensor:
@@ -114,8 +113,12 @@ def first_token_window_ce(first_logits: Tensor, semantic: Tensor) -> Tensor:
     and scoring the prompt-only prediction against all of them estimates the same distribution with S
     targets instead of one: the prompt (its key, instruments, style) is what has to explain them.
     """
-    logp = F.log_softmax(first_logits.float(), dim=-1)
-    return -logp.gather(1, semantic.long()).mean()
+    return _first_nll(F.log_softmax(first_logits.float(), dim=-1), semantic)
+
+
+def _first_nll(first_logp: Tensor, semantic: Tensor) -> Tensor:
+    """:func:`first_token_window_ce` from log-probabilities [B, V]."""
+    return -first_logp.gather(1, semantic.long()).mean()
 
 
 def window_bag_ce(logits: Tensor, semantic: Tensor) -> Tensor:
@@ -137,4 +140,6 @@ def _bag_nll(logp: Tensor, semantic: Tensor) -> Tensor:
     counts = torch.zeros(semantic.shape[0], logp.shape[-1], device=logp.device)
     counts.scatter_add_(1, semantic.long(), torch.ones_like(semantic, dtype=counts.dtype))
     bag = counts / semantic.shape[1]
-    return -(logp * bag[:, None, :]).sum(-1).mean()
+    # [B, S, V] @ [B, V, 1]: each position's log-probabilities weighted by the histogram, without a
+    # [B, S, V] product tensor.
+    return -torch.bmm(logp, bag[:, :, None]).mean()

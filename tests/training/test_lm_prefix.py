@@ -106,5 +106,11 @@ def test_the_bag_term_is_the_third_loss_and_reaches_the_map():
     semantic = torch.randint(0, 1024, (2, 20))
     losses = prefix_lm_losses(lm, prefix, codes, semantic)
     assert losses.shape == (3,)
+    # The one shared log-softmax gives what the standalone terms give on the same logits.
+    with torch.no_grad():
+        x = torch.cat([prefix.embed(codes), lm.embed(semantic[:, :-1])], dim=1)
+        logits = lm.forward_embeddings(x)[:, lm.config.prefix_levels - 1 :]
+    torch.testing.assert_close(losses[1].detach(), first_token_window_ce(logits[:, 0], semantic))
+    torch.testing.assert_close(losses[2].detach(), window_bag_ce(logits, semantic))
     losses[2].backward()
     assert prefix.proj.weight.grad is not None and prefix.proj.weight.grad.abs().sum() > 0
